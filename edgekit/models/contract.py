@@ -1,0 +1,61 @@
+"""What every model exposes (features/head split, classifier, spec, widths) and the one factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from edgekit.errors import EdgekitError
+from edgekit.registry import Registry
+
+MODELS = Registry("architecture")
+
+
+class Classifier(nn.Module):
+    """`features` (image → feature map or vector) then `head` (features → logits).
+
+    `spec` holds the plain values `build_model` was called with (arch, options, in_channels,
+    num_classes, image_size), so a checkpoint can rebuild the model without its recipe.
+    """
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.spec: dict[str, Any] = {}
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The last Linear of the head (timm's accessor), e.g. to reset it for new classes."""
+        linears = [m for m in self.head.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            # Not AttributeError: nn.Module.__getattr__ would swallow it and blame a missing attribute.
+            raise EdgekitError(f"{type(self).__name__}: the head has no Linear classifier")
+        return linears[-1]
+
+    def widths(self) -> dict[str, Any]:
+        """Options overrides that give this instance's actual channel widths (after pruning).
+
+        `build_model(arch, {**options, **model.widths()}, ...)` rebuilds a pruned model with the same
+        shapes. Families whose widths cannot be written as options return {}.
+        """
+        return {}
+
+
+def build_model(arch: str, options: dict, in_channels: int, num_classes: int, image_size: int) -> Classifier:
+    """Look up `arch`, validate `options` with its params class, and build it for this input."""
+    entry = MODELS.get(arch, "model.arch")
+    params = entry.params.model_validate(options)
+    model = entry.fn(params, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    model.spec = {
+        "arch": arch,
+        "options": params.model_dump(mode="json"),
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "image_size": image_size,
+    }
+    return model

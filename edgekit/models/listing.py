@@ -1,0 +1,46 @@
+"""The `edgekit models` table: each architecture's defaults and each recipe, with parameters and MACs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from edgekit.errors import EdgekitError
+from edgekit.models.contract import MODELS, build_model
+from edgekit.models.count import count_macs, count_params
+
+
+def _row(arch: str, options: dict, shape: tuple[int, int, int], num_classes: int) -> tuple[str, str]:
+    model = build_model(arch, options, shape[0], num_classes, shape[1])
+    return f"{count_params(model):,}", f"{count_macs(model, (1, *shape)):,}"
+
+
+def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes: int) -> Table:
+    """Architectures at their defaults, then every recipe in `recipes_dir`, counted for one input shape."""
+    from edgekit.recipe import load
+
+    shape = (in_channels, image_size, image_size)
+    table = Table(
+        title=f"input {in_channels}×{image_size}×{image_size}, {num_classes} classes", title_justify="left"
+    )
+    for column in ("name", "kind", "arch", "params", "MACs"):
+        table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
+    for arch in MODELS.names():
+        if arch == "torchvision":  # needs a model name; any torchvision classifier works
+            table.add_row(arch, "architecture", arch, "—", "—")
+            continue
+        table.add_row(arch, "architecture", arch, *_row(arch, {}, shape, num_classes))
+    for path in sorted(Path(recipes_dir).glob("*.yaml")):
+        try:
+            recipe = load(path)
+        except EdgekitError as e:
+            table.add_row(path.stem, "recipe", "[red]invalid[/]", str(e).splitlines()[0], "")
+            continue
+        table.add_row(
+            path.stem,
+            "recipe",
+            recipe.model.arch,
+            *_row(recipe.model.arch, recipe.options("model"), shape, num_classes),
+        )
+    return table

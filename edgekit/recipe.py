@@ -1,0 +1,251 @@
+"""Recipe schema: YAML → validated `Recipe`, with `extends:`, dotted overrides and one-line errors."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekit.errors import EdgekitError, did_you_mean
+
+# Sections whose selector key picks a registry entry; that entry's params class validates the rest of
+# the section, so adding an architecture, dataset, optimizer or scheduler grows the schema by itself.
+# Registries are named as "module:attribute" and imported only when a recipe is validated.
+CHOICES: dict[tuple[str, ...], tuple[str, str]] = {
+    ("data",): ("dataset", "edgekit.data.sources:DATASETS"),
+    ("model",): ("arch", "edgekit.models:MODELS"),
+    ("train", "optimizer"): ("name", "edgekit.train.optim:OPTIMIZERS"),
+    ("train", "scheduler"): ("name", "edgekit.train.optim:SCHEDULERS"),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Choice(BaseModel):
+    """A section whose extra keys belong to the chosen registry entry (validated in `_validate_choices`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class DataSection(Choice):
+    dataset: str = "digits"
+    image_size: int | None = Field(None, ge=4, le=1024)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    split_seed: int = 0
+    augment: dict[str, Any] = Field(default_factory=dict)  # validated by data.loader.AugmentParams
+
+
+class ModelSection(Choice):
+    arch: str = "lenet"
+
+
+class OptimizerSection(Choice):
+    name: str = "sgd"
+
+
+class SchedulerSection(Choice):
+    name: str = "cosine"
+
+
+class EarlyStop(Strict):
+    patience: int | None = Field(None, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainSection(Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    clip_grad: float | None = Field(None, gt=0)
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    early_stop: EarlyStop = Field(default_factory=EarlyStop)
+    ema: float | None = Field(None, gt=0, lt=1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+
+class TrackSection(Strict):
+    # None: offline when no WANDB_API_KEY is set (never needs the network), online when one is.
+    wandb: Literal["disabled", "offline", "online"] | None = None
+    project: str = "edgekit"
+    entity: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class Recipe(Strict):
+    name: str | None = None
+    seed: int = 0
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    distill: dict[str, Any] | None = None  # reserved for knowledge distillation
+
+    @field_validator("distill")
+    @classmethod
+    def _distill_not_yet(cls, value: dict | None) -> None:
+        if value is not None:
+            raise ValueError("distillation is not available in this version of edgekit; remove it")
+        return value
+
+    track: TrackSection = Field(default_factory=TrackSection)
+
+    def wandb_mode(self) -> str:
+        return self.track.wandb or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+    def options(self, *section: str) -> dict[str, Any]:
+        """The chosen registry entry's validated options (a choice section's keys that are its own)."""
+        node: BaseModel = self
+        for part in section:
+            node = getattr(node, part)
+        return dict(node.model_extra or {})
+
+    def plain(self, *section: str) -> dict[str, Any]:
+        node: Any = self.model_dump(mode="json")
+        for part in section:
+            node = node[part]
+        return node
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe file (following `extends:`), apply `key=value` overrides, validate."""
+    path = Path(path)
+    raw = _read(path, seen=())
+    apply_overrides(raw, overrides, str(path))
+    raw.setdefault("name", path.stem)
+    return validate(raw, str(path))
+
+
+def validate(raw: dict[str, Any], source: str) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise EdgekitError(_describe(e, Recipe, (), source)) from None
+    _validate_choices(recipe, source)
+    return recipe
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> None:
+    """Set dotted `a.b.c=value` pairs; values are parsed as YAML scalars (never eval'd)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise EdgekitError(f"override '{item}': expected dotted.key=value, e.g. train.epochs=50")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        *parents, leaf = key.split(".")
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise EdgekitError(f"override '{item}': {'.'.join(parents[: i + 1])} is not a section")
+            node = child
+        # Switching a choice (e.g. model.arch) drops the options of the old one.
+        if tuple(parents) in CHOICES and CHOICES[tuple(parents)][0] == leaf and node.get(leaf) != value:
+            node.clear()
+        node[leaf] = value
+
+
+def _read(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path.is_dir():
+        raise EdgekitError(f"{path}: is a folder, expected a recipe .yaml file")
+    if not path.exists():
+        raise EdgekitError(f"{path}: no such recipe file")
+    if path.resolve() in seen:
+        raise EdgekitError(f"{path}: 'extends' loops back to itself")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise EdgekitError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise EdgekitError(f"{path}: expected a mapping of sections (data, model, train, ...)")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = _read(path.parent / str(parent), seen + (path.resolve(),))
+    base.pop("name", None)  # a recipe is named after its own file unless it says otherwise
+    return _merge(base, raw, ())
+
+
+def _merge(base: dict, child: dict, at: tuple[str, ...]) -> dict:
+    selector = CHOICES.get(at, (None,))[0]
+    if selector and selector in child and child[selector] != base.get(selector):
+        return dict(child)  # a different architecture/dataset/...: the parent's options don't apply
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, at + (key,))
+        else:
+            out[key] = value
+    return out
+
+
+def _registry(section: tuple[str, ...]):
+    module, attr = CHOICES[section][1].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _validate_choices(recipe: Recipe, source: str) -> None:
+    """Validate each choice section's options with its registry entry's params class."""
+    from edgekit.data.loader import AugmentParams
+
+    augment = _check(AugmentParams, recipe.data.augment, ("data", "augment"), source)
+    recipe.data.augment = augment.model_dump(mode="json")
+    for section, (selector, _) in CHOICES.items():
+        node: BaseModel = recipe
+        for part in section:
+            node = getattr(node, part)
+        name = getattr(node, selector)
+        entry = _registry(section).get(name, f"{source}: {'.'.join(section + (selector,))}")
+        params = _check(entry.params, node.model_extra or {}, section, source)
+        for key, value in params.model_dump(mode="json").items():
+            setattr(node, key, value)  # keep the resolved defaults in the saved recipe
+
+
+def _check(cls: type[BaseModel], values: dict, at: tuple[str, ...], source: str) -> BaseModel:
+    try:
+        return cls.model_validate(values)
+    except ValidationError as e:
+        raise EdgekitError(_describe(e, cls, at, source)) from None
+
+
+def _describe(error: ValidationError, cls: type[BaseModel], at: tuple[str, ...], source: str) -> str:
+    """One line per bad field: file, dotted key, bad value, what is allowed."""
+    lines = []
+    for err in error.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(list(at) + loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_at(cls, loc[:-1])
+            hint = did_you_mean(loc[-1], allowed)
+            lines.append(f"{source}: {key}: unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
+        else:
+            value = err.get("input")
+            shown = f" = {value!r}" if not isinstance(value, dict) else ""
+            lines.append(f"{source}: {key}{shown}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _fields_at(cls: type[BaseModel], loc: list[str]) -> list[str]:
+    """The keys allowed at `loc` inside `cls`, for did-you-mean suggestions."""
+    for part in loc:
+        field = cls.model_fields.get(part)
+        inner = getattr(field, "annotation", None)
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        cls = inner
+    return list(cls.model_fields)

@@ -1,0 +1,201 @@
+"""Epochs over an objective: AMP, channels_last, compile, EMA, early stopping, checkpoints, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from edgekit.data.loader import DeviceLoader
+from edgekit.errors import EdgekitError
+from edgekit.runs import save_checkpoint
+from edgekit.train.optim import Schedule
+from edgekit.train.track import Tracker
+
+
+class NonFiniteLoss(EdgekitError):
+    """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class State:
+    """Everything a training step touches, and everything a checkpoint must restore."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    objective: Any
+    train: DeviceLoader
+    val: DeviceLoader
+    generator: torch.Generator
+    device: torch.device
+    epochs: int
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: AveragedModel | None = None
+    clip_grad: float | None = None
+    channels_last: bool = False
+    compiled: nn.Module | None = None
+    monitor: str = "val_acc"
+    patience: int | None = None
+    min_delta: float = 0.0
+    epoch: int = 0
+    best: float | None = None
+    best_epoch: int = 0
+    stale: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)  # arch, options, data stats: plain checkpoint data
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _autocast(s: State):
+    if s.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=s.device.type, dtype=s.amp_dtype)
+
+
+def _prepare(s: State, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if s.channels_last else x
+
+
+def train_epoch(s: State) -> dict[str, float]:
+    s.model.train()
+    net = s.compiled or s.model
+    loss_sum = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device)
+    seen = 0
+    for x, y in s.train:
+        with _autocast(s):
+            loss, logits = s.objective(net, _prepare(s, x), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"loss became {loss.item()} at epoch {s.epoch + 1}; stopped, last good "
+                "checkpoint kept (try a lower train.optimizer.lr or train.clip_grad)"
+            )
+        s.optimizer.zero_grad(set_to_none=True)
+        _backward_and_step(s, loss)
+        s.schedule.after_batch()
+        labels = y.argmax(1) if y.ndim == 2 else y  # mixup/cutmix give soft labels
+        loss_sum += loss.detach() * len(x)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(x)
+    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "seen": seen}
+
+
+def _backward_and_step(s: State, loss: torch.Tensor) -> None:
+    if s.scaler is not None:  # fp16 AMP needs loss scaling; bf16 and fp32 do not
+        s.scaler.scale(loss).backward()
+        s.scaler.unscale_(s.optimizer)
+    else:
+        loss.backward()
+    if s.clip_grad is not None:
+        nn.utils.clip_grad_norm_(s.model.parameters(), s.clip_grad)
+    if s.scaler is not None:
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        s.optimizer.step()
+    if s.ema is not None:
+        s.ema.update_parameters(s.model)
+
+
+@torch.no_grad()
+def evaluate(s: State, loader: DeviceLoader, model: nn.Module | None = None) -> dict[str, float]:
+    model = model or s.eval_model
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        with _autocast(s):
+            logits = model(_prepare(s, x)).float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(x)
+    model.train(was_training)
+    return {"loss": loss_sum / seen, "acc": correct / seen}
+
+
+def _improved(s: State, value: float) -> bool:
+    if s.best is None:
+        return True
+    return value > s.best + s.min_delta if s.monitor == "val_acc" else value < s.best - s.min_delta
+
+
+def checkpoint_payload(s: State, for_best: bool = False) -> dict[str, Any]:
+    """Tensors and plain data only, so `torch.load(weights_only=True)` reads it back."""
+    payload = {**s.meta, "epoch": s.epoch, "best": s.best, "best_epoch": s.best_epoch, "stale": s.stale}
+    if for_best:  # best.pt holds the weights to deploy: the EMA weights when EMA is on
+        return {**payload, "model": s.eval_model.state_dict()}
+    cuda_rng = torch.cuda.get_rng_state_all() if s.device.type == "cuda" else []
+    return {
+        **payload,
+        "model": s.model.state_dict(),
+        "ema": s.ema.state_dict() if s.ema is not None else None,
+        "optimizer": s.optimizer.state_dict(),
+        "schedule": s.schedule.state_dict(),
+        "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+        "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng, "loader": s.generator.get_state()},
+    }
+
+
+def restore(s: State, ckpt: dict[str, Any]) -> None:
+    """Put a `last.pt` back into the state: weights, optimizer, schedule, scaler, EMA, RNG streams."""
+    s.model.load_state_dict(ckpt["model"])
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    s.schedule.load_state_dict(ckpt["schedule"])
+    if s.ema is not None and ckpt.get("ema") is not None:
+        s.ema.load_state_dict(ckpt["ema"])
+    if s.scaler is not None and ckpt.get("scaler") is not None:
+        s.scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if s.device.type == "cuda" and ckpt["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    s.generator.set_state(ckpt["rng"]["loader"])
+    s.epoch, s.best, s.best_epoch, s.stale = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"], ckpt["stale"]
+
+
+def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
+    """Train until `s.epochs` or early stop; returns why it stopped. Writes last.pt/best.pt every epoch."""
+    while s.epoch < s.epochs:
+        started = time.perf_counter()
+        stats = train_epoch(s)
+        val = evaluate(s, s.val)
+        s.epoch += 1
+        value = val["acc"] if s.monitor == "val_acc" else val["loss"]
+        s.schedule.after_epoch(value)
+        elapsed = time.perf_counter() - started
+        tracker.log(
+            {
+                "epoch": s.epoch,
+                "train_loss": stats["train_loss"],
+                "train_acc": stats["train_acc"],
+                "val_loss": val["loss"],
+                "val_acc": val["acc"],
+                "lr": s.optimizer.param_groups[0]["lr"],
+                "images_per_s": stats["seen"] / elapsed,
+                "epoch_s": elapsed,
+                "elapsed_s": time.perf_counter() - tracker.started,
+            }
+        )
+        if _improved(s, value) and math.isfinite(value):
+            s.best, s.best_epoch, s.stale = value, s.epoch, 0
+            save_checkpoint(run_dir / "best.pt", checkpoint_payload(s, for_best=True))
+        else:
+            s.stale += 1
+        save_checkpoint(run_dir / "last.pt", checkpoint_payload(s))
+        if s.patience is not None and s.stale >= s.patience:
+            return f"early stop: {s.monitor} has not improved for {s.patience} epochs"
+    return "finished"

@@ -1,0 +1,241 @@
+"""Turns a recipe (new run) or a run folder (resume) into a training `State`, trains it, sums it up."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+
+from edgekit import __version__
+from edgekit.data import Prepared, prepare
+from edgekit.data.loader import AugmentParams, DeviceLoader
+from edgekit.errors import EdgekitError
+from edgekit.models import build_model, count_macs, count_params
+from edgekit.recipe import Recipe, apply_overrides, load, validate
+from edgekit.runs import RECIPE_FILE, load_checkpoint, new_run_dir, run_dir_of, write_json, write_text
+from edgekit.train.loop import NonFiniteLoss, State, evaluate, fit, make_ema, restore
+from edgekit.train.objectives import Supervised
+from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
+from edgekit.train.track import Tracker
+
+EVAL_BATCH = 1024
+
+
+def start(recipe_path: Path, overrides: list[str], runs_dir: Path, console: Console) -> Path:
+    """`edgekit train recipe.yaml`: a new run folder under `runs_dir`."""
+    recipe = load(recipe_path, overrides)
+    data = _prepare(recipe)
+    state = build_state(recipe, data)  # bad options fail here, before any folder is made
+    run_dir = new_run_dir(runs_dir, recipe.name)
+    write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    _train(state, recipe, run_dir, console, resume_epoch=0)
+    return run_dir
+
+
+def resume(run_path: Path, overrides: list[str], console: Console) -> Path:
+    """`edgekit train --resume runs/x [train.epochs=N]`: continue, or extend, an existing run."""
+    run_dir = run_dir_of(run_path)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    raw = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
+    apply_overrides(raw, overrides, str(run_dir / RECIPE_FILE))
+    recipe = validate(raw, str(run_dir / RECIPE_FILE))
+    data = _prepare(recipe)
+    state = build_state(recipe, data)
+    _check_same_model(state.meta, ckpt, run_dir)
+    restore(state, ckpt)
+    if state.epoch >= recipe.train.epochs:
+        raise EdgekitError(
+            f"{run_dir}: already trained {state.epoch} epochs; to extend it pass "
+            f"train.epochs=N with N > {state.epoch}"
+        )
+    state.stale = 0  # an extended run gets a fresh early-stopping patience
+    write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    with (run_dir / "history.jsonl").open("a") as f:
+        f.write(
+            json.dumps(
+                {
+                    "resumed_at_epoch": state.epoch,
+                    "overrides": list(overrides),
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+            )
+            + "\n"
+        )
+    _train(state, recipe, run_dir, console, resume_epoch=state.epoch)
+    return run_dir
+
+
+def _prepare(recipe: Recipe) -> Prepared:
+    d = recipe.data
+    return prepare(
+        d.dataset,
+        recipe.options("data"),
+        d.image_size,
+        d.val_fraction,
+        d.test_fraction,
+        split_seed=d.split_seed,
+    )
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EdgekitError(f"train.device = '{name}': CUDA is not available here; use auto or cpu")
+    return torch.device(name)
+
+
+def build_state(recipe: Recipe, data: Prepared) -> State:
+    """Model, loaders, optimizer, schedule, AMP and EMA as the recipe says, seeded for reproducibility."""
+    t, device = recipe.train, pick_device(recipe.train.device)
+    torch.manual_seed(recipe.seed)
+    model = build_model(
+        recipe.model.arch, recipe.options("model"), data.in_channels, len(data.class_names), data.image_size
+    )
+    shape = (1, data.in_channels, data.image_size, data.image_size)
+    meta = {
+        "arch": recipe.model.arch,
+        "options": recipe.options("model"),
+        "in_channels": data.in_channels,
+        "num_classes": len(data.class_names),
+        "image_size": data.image_size,
+        "mean": data.mean,
+        "std": data.std,
+        "class_names": data.class_names,
+        "recipe": recipe.model_dump(mode="json"),
+        "params": count_params(model),
+        "macs": count_macs(model, shape),
+        "data_fingerprint": data.fingerprint,
+        "edgekit_version": __version__,
+    }
+    cuda = device.type == "cuda"
+    channels_last = cuda and t.channels_last  # on CPU, channels_last slows these small convolutions
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    generator = torch.Generator().manual_seed(recipe.seed)  # the loader draws on CPU, moves to device
+    train = DeviceLoader(
+        *data.train,
+        batch_size=t.batch_size,
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        augment=AugmentParams(**recipe.data.augment),
+        shuffle=True,
+        drop_last=len(data.train[1]) > t.batch_size,
+        generator=generator,
+        num_classes=len(data.class_names),
+    )
+    val = DeviceLoader(*data.val, batch_size=EVAL_BATCH, mean=data.mean, std=data.std, device=device)
+    optimizer = OPTIMIZERS.get(t.optimizer.name).fn(_params(OPTIMIZERS, t.optimizer), model)
+    mode = "max" if t.monitor == "val_acc" else "min"
+    schedule = SCHEDULERS.get(t.scheduler.name).fn(
+        _params(SCHEDULERS, t.scheduler), optimizer, t.epochs, len(train), mode
+    )
+    amp_dtype = (
+        (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and t.amp else None
+    )
+    return State(
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        objective=Supervised(t.label_smoothing),
+        train=train,
+        val=val,
+        generator=generator,
+        device=device,
+        epochs=t.epochs,
+        amp_dtype=amp_dtype,
+        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+        ema=make_ema(model, t.ema) if t.ema else None,
+        clip_grad=t.clip_grad,
+        channels_last=channels_last,
+        compiled=torch.compile(model) if t.compile else None,
+        monitor=t.monitor,
+        patience=t.early_stop.patience,
+        min_delta=t.early_stop.min_delta,
+        meta={**meta, "test": data.test},
+    )
+
+
+def _params(registry, section):
+    return registry.get(section.name).params.model_validate(
+        {k: v for k, v in section.model_dump().items() if k != "name"}
+    )
+
+
+def _check_same_model(meta: dict[str, Any], ckpt: dict[str, Any], run_dir: Path) -> None:
+    """A resumed run must rebuild exactly the checkpoint's model on data of the same shape."""
+    for key in ("arch", "options", "in_channels", "num_classes", "image_size", "class_names"):
+        if meta[key] != ckpt.get(key):
+            raise EdgekitError(
+                f"{run_dir}: cannot resume: {key} is {meta[key]!r} now but the checkpoint "
+                f"has {ckpt.get(key)!r}"
+            )
+
+
+def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume_epoch: int) -> None:
+    test = state.meta.pop("test")
+    m = state.meta
+    console.print(
+        f"[bold]{recipe.name}[/]: {m['arch']} with {m['params']:,} parameters, {m['macs']:,} MACs, "
+        f"input {m['in_channels']}×{m['image_size']}×{m['image_size']}, {m['num_classes']} classes, "
+        f"{len(state.train.labels)} train images, device {state.device} → {run_dir}"
+    )
+    extra = {"params": m["params"], "macs": m["macs"]}
+    tracker = Tracker(run_dir, m["recipe"], recipe.wandb_mode(), state.epochs, console, extra, resume_epoch)
+    started, reason = time.perf_counter(), "interrupted"
+    try:
+        reason = fit(state, run_dir, tracker)
+    except NonFiniteLoss as e:
+        reason = str(e)
+        raise
+    finally:  # a stopped run still gets its summary and curves
+        summary = _summary(state, run_dir, test, reason, time.perf_counter() - started, tracker.rows)
+        write_json(run_dir / "summary.json", summary)
+        tracker.finish(summary)
+    console.print(
+        f"{reason}. best {state.monitor} {summary['best_val']:.4f} at epoch {state.best_epoch}; "
+        f"test accuracy {summary['test_acc']:.2%}; {run_dir}"
+    )
+
+
+def _summary(state: State, run_dir: Path, test, reason: str, wall_s: float, rows: list) -> dict[str, Any]:
+    summary: dict[str, Any] = {"test_acc": None, "test_loss": None, "val_acc": None}
+    summary |= {
+        "params": state.meta["params"],
+        "macs": state.meta["macs"],
+        "epochs": state.epoch,
+        "stopped": reason,
+        "monitor": state.monitor,
+        "best_val": state.best,
+        "best_epoch": state.best_epoch,
+        "wall_s": round(wall_s, 2),
+        "images_per_s": round(sum(r["images_per_s"] for r in rows) / max(len(rows), 1), 1),
+        "device": str(state.device),
+        "torch": torch.__version__,
+    }
+    best = run_dir / "best.pt"
+    if best.exists():  # test accuracy of the weights that will be deployed
+        model = build_model(
+            state.meta["arch"],
+            state.meta["options"],
+            state.meta["in_channels"],
+            state.meta["num_classes"],
+            state.meta["image_size"],
+        ).to(state.device)
+        model.load_state_dict(load_checkpoint(best)["model"])
+        loader = DeviceLoader(
+            *test, batch_size=EVAL_BATCH, mean=state.meta["mean"], std=state.meta["std"], device=state.device
+        )
+        result = evaluate(state, loader, model)
+        best_row = next((r for r in rows if r["epoch"] == state.best_epoch), None)
+        summary.update(
+            test_acc=result["acc"],
+            test_loss=result["loss"],
+            val_acc=best_row["val_acc"] if best_row else None,
+        )
+    return summary

@@ -1,0 +1,88 @@
+"""The `edgekit` command as a user runs it: exit codes, one-line errors, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+
+ROOT = Path(__file__).parent.parent
+runner = CliRunner()
+
+
+def test_train_end_to_end_on_digits_beats_chance_by_far(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(ROOT / "recipes" / "lenet_2k.yaml"),
+            "train.epochs=15",
+            "track.wandb=disabled",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "lenet_2k"
+    assert "parameters" in result.output and "MACs" in result.output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_acc"] > 0.8  # chance is 0.1
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "recipe.yaml",
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "curves.png",
+        "summary.json",
+    }
+
+
+def test_resume_through_the_cli(tmp_path):
+    args = [
+        "train",
+        str(ROOT / "recipes" / "lenet_1k.yaml"),
+        "train.epochs=1",
+        "track.wandb=disabled",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "lenet_1k"), "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "lenet_1k" / "summary.json").read_text())
+    assert summary["epochs"] == 2
+
+
+def test_bad_recipe_key_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "lenet"}}))
+    result = runner.invoke(app, ["train", str(path), "train.epohcs=3", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "train.epohcs: unknown key (did you mean 'epochs'?)" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()  # nothing written for a bad recipe
+
+
+def test_missing_recipe_and_bad_resume_exit_2(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "no such recipe file" in result.output
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "not an edgekit run" in result.output
+
+
+def test_missing_dataset_root_exit_2(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"data": {"dataset": "imagefolder", "root": str(tmp_path / "none")}}))
+    result = runner.invoke(app, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and str(tmp_path / "none") in result.output
+
+
+def test_models_lists_architectures_and_recipes():
+    result = runner.invoke(app, ["models", "--recipes", str(ROOT / "recipes")])
+    assert result.exit_code == 0, result.output
+    for name in ("lenet", "resnet_small", "mobilenet_tiny", "lenet_2k", "mobilenet_tiny"):
+        assert name in result.output

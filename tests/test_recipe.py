@@ -1,0 +1,118 @@
+"""Recipe loading: extends, overrides, and one clear line per bad key, type or value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgekit.errors import EdgekitError
+from edgekit.recipe import load
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_shipped_recipe_loads(path):
+    recipe = load(path)
+    assert recipe.name == path.stem
+    assert recipe.data.dataset == "digits"
+
+
+def test_defaults_are_resolved_into_the_recipe(tmp_path):
+    recipe = load(write(tmp_path / "r.yaml", {"model": {"arch": "lenet"}}))
+    assert recipe.name == "r"
+    assert recipe.train.optimizer.name == "sgd"
+    assert "lr" in recipe.options("train", "optimizer")  # the optimizer's own defaults are filled in
+    assert "conv" in recipe.options("model")
+    assert recipe.data.augment["hflip"] is False
+
+
+def test_extends_merges_and_child_wins(tmp_path):
+    write(
+        tmp_path / "base.yaml",
+        {"seed": 3, "train": {"epochs": 7, "batch_size": 32}, "model": {"arch": "lenet"}},
+    )
+    child = write(tmp_path / "child.yaml", {"extends": "base.yaml", "train": {"epochs": 9}})
+    recipe = load(child)
+    assert (recipe.seed, recipe.train.epochs, recipe.train.batch_size, recipe.name) == (3, 9, 32, "child")
+
+
+def test_extends_with_another_arch_drops_the_parents_model_options(tmp_path):
+    write(tmp_path / "base.yaml", {"model": {"arch": "lenet", "channels": [4, 8]}})
+    child = write(tmp_path / "child.yaml", {"extends": "base.yaml", "model": {"arch": "mobilenet_tiny"}})
+    assert load(child).model.arch == "mobilenet_tiny"
+
+
+def test_extends_loop_is_an_error(tmp_path):
+    write(tmp_path / "a.yaml", {"extends": "b.yaml"})
+    write(tmp_path / "b.yaml", {"extends": "a.yaml"})
+    with pytest.raises(EdgekitError, match="loops back"):
+        load(tmp_path / "a.yaml")
+
+
+def test_dotted_overrides_are_yaml_scalars(tmp_path):
+    path = write(tmp_path / "r.yaml", {"model": {"arch": "lenet"}})
+    recipe = load(path, ["train.epochs=2000", "model.dropout=0.1", "train.ema=null", "train.amp=false"])
+    assert recipe.train.epochs == 2000
+    assert recipe.options("model")["dropout"] == 0.1
+    assert recipe.train.amp is False
+
+
+def test_override_switching_arch_drops_old_options(tmp_path):
+    path = write(tmp_path / "r.yaml", {"model": {"arch": "lenet", "channels": [4, 8]}})
+    assert load(path, ["model.arch=mobilenet_tiny"]).model.arch == "mobilenet_tiny"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["train.epohcs=5"], r"r\.yaml: train\.epohcs: unknown key \(did you mean 'epochs'\?\)"),
+        (["model.dropuot=0.1"], r"r\.yaml: model\.dropuot: unknown key \(did you mean 'dropout'\?\)"),
+        (["train.epochs=abc"], r"r\.yaml: train\.epochs = 'abc': Input should be a valid integer"),
+        (["train.epochs=0"], r"r\.yaml: train\.epochs = 0: Input should be greater than or equal to 1"),
+        (["model.dropout=1.5"], r"r\.yaml: model\.dropout = 1\.5: Input should be less than 1"),
+        (
+            ["model.arch=lenett"],
+            r"r\.yaml: model\.arch: unknown architecture 'lenett' \(did you mean 'lenet'\?\)",
+        ),
+        (["data.dataset=digit"], r"unknown dataset 'digit' \(did you mean 'digits'\?\)"),
+        (["train.optimizer.name=adam"], r"unknown optimizer 'adam' \(did you mean 'adamw'\?\)"),
+        (["train.scheduler.name=cosin"], r"unknown scheduler 'cosin' \(did you mean 'cosine'\?\)"),
+        (["data.augment.hflp=true"], r"data\.augment\.hflp: unknown key \(did you mean 'hflip'\?\)"),
+        (
+            ["train.optimizer.momentun=0.5"],
+            r"train\.optimizer\.momentun: unknown key \(did you mean 'momentum'\?\)",
+        ),
+        (["epochs"], r"expected dotted\.key=value"),
+    ],
+)
+def test_bad_recipe_values_name_file_key_value_and_what_is_allowed(tmp_path, overrides, expected):
+    path = write(tmp_path / "r.yaml", {"model": {"arch": "lenet"}})
+    with pytest.raises(EdgekitError, match=expected) as info:
+        load(path, overrides)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(EdgekitError, match=r"trian: unknown key \(did you mean 'train'\?\)"):
+        load(write(tmp_path / "r.yaml", {"trian": {"epochs": 3}}))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(EdgekitError, match="no such recipe file"):
+        load(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [epochs: 3\n")
+    with pytest.raises(EdgekitError, match="bad.yaml.*not valid YAML"):
+        load(tmp_path / "bad.yaml")
+
+
+def test_distill_is_reserved(tmp_path):
+    with pytest.raises(EdgekitError, match="distill.*not available"):
+        load(write(tmp_path / "r.yaml", {"distill": {"teacher": "runs/t"}}))

@@ -1,0 +1,206 @@
+"""The trainer on digits: runs, resume weight-for-weight, extension, schedules, NaN stop, bad resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from rich.console import Console
+
+from edgekit.errors import EdgekitError
+from edgekit.runs import load_checkpoint
+from edgekit.train import run
+from edgekit.train.objectives import Supervised
+from edgekit.train.track import Tracker
+
+QUIET = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+TINY = {
+    "model": {"arch": "lenet", "channels": [4, 8], "hidden": [16], "dropout": 0.1, "dropout2d": 0.05},
+    "train": {"epochs": 4, "batch_size": 64},
+    "track": {"wandb": "disabled"},
+    "data": {"augment": {"crop_padding": 1, "rotate": 10, "erasing": 0.2}},
+}
+
+
+def recipe(tmp_path: Path, name: str = "tiny", **changes) -> Path:
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    for section, values in changes.items():
+        data.setdefault(section, {}).update(values)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_run_folder_contents(tmp_path):
+    run_dir = run.start(recipe(tmp_path), [], tmp_path / "runs", QUIET)
+    assert run_dir == tmp_path / "runs" / "tiny"
+    for name in ("recipe.yaml", "last.pt", "best.pt", "metrics.csv", "curves.png", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3, 4]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["params"] > 0 and summary["macs"] > 0 and summary["epochs"] == 4
+    assert 0 <= summary["test_acc"] <= 1
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["class_names"] == [str(i) for i in range(10)] and ckpt["in_channels"] == 1
+    assert len(ckpt["mean"]) == 1 and ckpt["arch"] == "lenet"
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert saved["model"]["channels"] == [4, 8] and "lr" in saved["train"]["optimizer"]
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a = run.start(recipe(tmp_path), ["train.epochs=2"], tmp_path / "runs", QUIET)
+    b = run.start(recipe(tmp_path), ["train.epochs=2"], tmp_path / "runs", QUIET)
+    assert b.name == "tiny-2"
+    def strip(p):
+        return [
+            {k: v for k, v in r.items() if k not in ("images_per_s", "epoch_s", "elapsed_s")}
+            for r in csv.DictReader((p / "metrics.csv").open())
+        ]
+    assert strip(a) == strip(b)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_equals_uninterrupted_run_weight_for_weight(tmp_path, monkeypatch):
+    changes = {"train": {"epochs": 4, "batch_size": 64, "ema": 0.9}}
+    full = run.start(recipe(tmp_path, "full", **changes), [], tmp_path / "runs", QUIET)
+
+    original = Tracker.log
+
+    def killed_in_epoch_3(self, row):
+        if row["epoch"] == 3:
+            raise Killed  # as if the process died during epoch 3: last.pt holds epoch 2
+        original(self, row)
+
+    monkeypatch.setattr(Tracker, "log", killed_in_epoch_3)
+    with pytest.raises(Killed):
+        run.start(recipe(tmp_path, "part", **changes), [], tmp_path / "runs", QUIET)
+    assert load_checkpoint(tmp_path / "runs" / "part" / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(Tracker, "log", original)
+    part = run.resume(tmp_path / "runs" / "part", [], QUIET)
+
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    rows = list(csv.DictReader((part / "metrics.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3, 4]
+
+
+def test_finished_run_can_be_extended(tmp_path):
+    run_dir = run.start(recipe(tmp_path), ["train.epochs=2"], tmp_path / "runs", QUIET)
+    with pytest.raises(EdgekitError, match="already trained 2 epochs; to extend it pass train.epochs=N"):
+        run.resume(run_dir, [], QUIET)
+    run.resume(run_dir, ["train.epochs=3"], QUIET)
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["epochs"] == 3
+    assert len(list(csv.DictReader((run_dir / "metrics.csv").open()))) == 3
+
+
+def test_resume_refuses_other_model_or_data(tmp_path):
+    run_dir = run.start(recipe(tmp_path), ["train.epochs=1"], tmp_path / "runs", QUIET)
+    before = (run_dir / "last.pt").read_bytes()
+    with pytest.raises(EdgekitError, match="cannot resume: options"):
+        run.resume(run_dir, ["train.epochs=2", "model.channels=[4,6]"], QUIET)
+    with pytest.raises(EdgekitError, match="cannot resume: image_size"):
+        run.resume(run_dir, ["train.epochs=2", "data.image_size=12"], QUIET)
+    assert (run_dir / "last.pt").read_bytes() == before  # nothing written over
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(EdgekitError, match="not an edgekit run"):
+        run.resume(tmp_path, [], QUIET)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "step", "constant", "plateau", "onecycle"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_every_optimizer_and_schedule_trains(tmp_path, optimizer, scheduler):
+    extra = {"warmup_epochs": 1} if scheduler != "onecycle" else {}
+    run_dir = run.start(
+        recipe(tmp_path),
+        ["train.epochs=2", f"train.optimizer.name={optimizer}", f"train.scheduler.name={scheduler}"]
+        + [f"train.scheduler.{k}={v}" for k, v in extra.items()],
+        tmp_path / "runs",
+        QUIET,
+    )
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert len(rows) == 2 and float(rows[0]["lr"]) > 0 and all(float(r["lr"]) >= 0 for r in rows)
+
+
+def test_warmup_ramps_the_learning_rate(tmp_path):
+    run_dir = run.start(
+        recipe(tmp_path),
+        ["train.epochs=4", "train.scheduler.name=constant", "train.scheduler.warmup_epochs=2"],
+        tmp_path / "runs",
+        QUIET,
+    )
+    lrs = [float(r["lr"]) for r in csv.DictReader((run_dir / "metrics.csv").open())]
+    assert lrs[0] < lrs[1] == lrs[2] == lrs[3]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    honest = Supervised.__call__
+
+    def diverging(self, model, x, y):  # the loss turns NaN during epoch 2, as with too high an LR
+        calls["n"] += 1
+        loss, logits = honest(self, model, x, y)
+        return (loss * float("nan") if calls["n"] > 25 else loss), logits
+
+    monkeypatch.setattr(Supervised, "__call__", diverging)
+    with pytest.raises(EdgekitError, match="loss became nan at epoch 2"):
+        run.start(recipe(tmp_path), ["train.epochs=3"], tmp_path / "runs", QUIET)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert "loss became nan" in json.loads((run_dir / "summary.json").read_text())["stopped"]
+
+
+def test_early_stopping(tmp_path):
+    run_dir = run.start(
+        recipe(tmp_path),
+        [
+            "train.epochs=30",
+            "train.optimizer.lr=1e-9",
+            "train.early_stop.patience=2",
+            "train.monitor=val_loss",
+            "train.early_stop.min_delta=1",
+        ],
+        tmp_path / "runs",
+        QUIET,
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["stopped"].startswith("early stop")
+
+
+def test_mixup_cutmix_and_label_smoothing_train(tmp_path):
+    run_dir = run.start(
+        recipe(tmp_path),
+        [
+            "train.epochs=2",
+            "data.augment.mixup=0.2",
+            "data.augment.cutmix=1.0",
+            "train.label_smoothing=0.1",
+            "train.clip_grad=1.0",
+        ],
+        tmp_path / "runs",
+        QUIET,
+    )
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 2
+
+
+def test_wandb_offline_writes_locally(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run_dir = run.start(recipe(tmp_path), ["train.epochs=1", "track.wandb=offline"], tmp_path / "runs", QUIET)
+    assert list((run_dir / "wandb").glob("offline-run-*"))

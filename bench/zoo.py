@@ -52,18 +52,30 @@ def main() -> None:
             started = time.perf_counter()
             runs = [train(ROOT / "recipes" / f"{name}.yaml", s, Path(tmp) / str(s)) for s in seeds]
             first = runs[0]
-            row = (f"| `{name}` | {first['params']:,} | {first['macs']:,} | {first['epochs']} | "
-                   f"{fmt([r['val_acc'] for r in runs])} | {fmt([r['test_acc'] for r in runs])} | "
-                   f"{(time.perf_counter() - started) / len(seeds):.0f} s |")
+            row = (
+                f"| `{name}` | {first['params']:,} | {first['macs']:,} | {first['epochs']} | "
+                f"{fmt([r['val_acc'] for r in runs])} | {fmt([r['test_acc'] for r in runs])} | "
+                f"{(time.perf_counter() - started) / len(seeds):.0f} s |"
+            )
             console.print(row, highlight=False)
             rows.append(row)
     command = "python bench/zoo.py" + (f" --seeds {args.seeds}" if args.seeds != "0" else "")
-    header = ["| recipe | params | MACs | epochs | val acc (best epoch) | test acc | train time |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    text = "\n".join([
-        "# Shipped recipes on digits", "",
-        f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU, seeds {seeds}. Test split: 270 images "
-        "(one image = 0.37 points).", "", *header, *rows, ""])
+    header = [
+        "| recipe | params | MACs | epochs | val acc (best epoch) | test acc | train time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    text = "\n".join(
+        [
+            "# Shipped recipes on digits",
+            "",
+            f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU, seeds {seeds}. Test split: 270 images "
+            "(one image = 0.37 points).",
+            "",
+            *header,
+            *rows,
+            "",
+        ]
+    )
     args.out.write_text(text)
     console.print(f"wrote {args.out}")
 

@@ -89,6 +89,63 @@ def models(
     console.print(zoo_table(recipes, in_channels, image_size, num_classes))
 
 
+@app.command()
+@handled
+def export(
+    run: Annotated[
+        Path | None, typer.Argument(help="Run folder or checkpoint; default: the newest run.")
+    ] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).")] = True,
+    opset: Annotated[int, typer.Option(help="ONNX opset (11-20).")] = 18,
+    batch: Annotated[str, typer.Option(help="'dynamic' or a fixed batch size.")] = "dynamic",
+    out: Annotated[Path, typer.Option(help="Folder that receives export/<name>/.")] = Path("export"),
+    runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("runs"),
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing bundle instead of writing <name>-2.")
+    ] = False,
+):
+    """Export a run's best model as a verified ONNX bundle: edgekit export --onnx runs/lenet_2k"""
+    from edgekit.export.write import export_run
+
+    export_run(run, out_root=out, runs_dir=runs_dir, opset=opset, batch=batch, force=force, console=console)
+
+
+@app.command()
+@handled
+def bench(
+    bundles: Annotated[
+        list[Path] | None, typer.Argument(help="Bundle folders; default: all in ./export.")
+    ] = None,
+    runtime: Annotated[str | None, typer.Option(help="Comma-separated runtimes; default: all.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads per runtime; default: the runtime's own.")
+    ] = None,
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32",
+    out: Annotated[Path, typer.Option(help="Where results.{json,csv,md} and pareto.png go.")] = Path("bench"),
+    export_root: Annotated[Path, typer.Option(help="Where to find bundles.")] = Path("export"),
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Merge the results.json files given as arguments.")
+    ] = False,
+):
+    """Measure accuracy, size and latency of bundles on every available runtime."""
+    from edgekit.bench import report, run
+
+    if compare:
+        if not bundles or len(bundles) < 2:
+            raise typer.BadParameter("--compare needs two or more results.json files")
+        report.compare(bundles, console)
+        return
+    batches = (
+        [int(b) for b in batch.split(",") if b.strip()]
+        if all(b.strip().lstrip("-").isdigit() for b in batch.split(","))
+        else None
+    )
+    if batches is None:
+        raise typer.BadParameter(f"--batch {batch!r}: expected comma-separated integers, e.g. 1,32")
+    runtimes = [r.strip() for r in runtime.split(",")] if runtime else None
+    run.bench(bundles or None, runtimes, threads, batches, out, export_root=export_root, console=console)
+
+
 def main() -> None:
     app(prog_name="edgekit")
 

@@ -60,11 +60,13 @@ def test_same_seed_same_metrics(tmp_path):
     a = run.start(recipe(tmp_path), ["train.epochs=2"], tmp_path / "runs", QUIET)
     b = run.start(recipe(tmp_path), ["train.epochs=2"], tmp_path / "runs", QUIET)
     assert b.name == "tiny-2"
+
     def strip(p):
         return [
             {k: v for k, v in r.items() if k not in ("images_per_s", "epoch_s", "elapsed_s")}
             for r in csv.DictReader((p / "metrics.csv").open())
         ]
+
     assert strip(a) == strip(b)
 
 

@@ -73,7 +73,7 @@ def _prepare(s: State, x: torch.Tensor) -> torch.Tensor:
 
 def train_epoch(s: State) -> dict[str, float]:
     s.model.train()
-    net = s.compiled or s.model
+    net = s.compiled if s.compiled is not None else s.model
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device)
     seen = 0

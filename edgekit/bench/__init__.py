@@ -1,0 +1,1 @@
+"""The bench stage: bundles × runtimes (`run`), robust timing (`timing`), tables and plots (`report`)."""

@@ -1,0 +1,295 @@
+"""`edgekit bench`: every bundle × variant × runtime measured for accuracy, agreement, size, speed, memory."""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.markup import escape
+
+from edgekit.bench import report
+from edgekit.bench.timing import current_rss_mb, measure, peak_rss_mb, throughput
+from edgekit.errors import EdgekitError
+from edgekit.runtimes import RUNTIMES, OrtSession, runtime
+
+FORMAT = "edgekit-bundle/1"
+META_FILE = "edgekit.json"
+EVAL_CHUNK = 256  # images per call when computing accuracy (dynamic-batch models)
+Z95 = 1.959963984540054  # the normal quantile for a two-sided 95% interval
+
+
+@dataclass
+class Bundle:
+    path: Path
+    meta: dict[str, Any]
+    x: np.ndarray
+    y: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.path.name
+
+    @property
+    def fixed_batch(self) -> int | None:
+        first = self.meta["input"]["shape"][0]
+        return first if isinstance(first, int) else None
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Read `edgekit.json` and `eval.npz` of a bundle folder, with one clear error for each kind of damage.
+
+    (A small reader of our own so bench does not depend on the exact API of `edgekit.bundle`.)
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise EdgekitError(f"{path}: no such bundle folder (export one with `edgekit export --onnx`)")
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        raise EdgekitError(f"{path}: not an edgekit bundle (no {META_FILE} in it)")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgekitError(f"{meta_file}: not valid JSON ({e})") from None
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != FORMAT:
+        raise EdgekitError(f"{meta_file}: bundle format {found!r}, expected '{FORMAT}'")
+    for key in ("input", "variants", "params", "macs"):
+        if key not in meta:
+            raise EdgekitError(f"{meta_file}: missing key '{key}'")
+    shape = meta["input"].get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:])):
+        raise EdgekitError(f"{meta_file}: input.shape is {shape!r}, expected [batch, C, H, W]")
+    if "fp32" not in meta["variants"]:
+        raise EdgekitError(f"{meta_file}: variants has no 'fp32' entry")
+    for name, variant in meta["variants"].items():
+        file = path / variant["file"]
+        if not file.is_file():
+            raise EdgekitError(f"{path}: bundle is missing {file.name} (variant '{name}')")
+        _check_onnx(file)
+    x, y = _read_eval(path / (meta.get("eval") or {}).get("file", "eval.npz"), shape)
+    return Bundle(path, meta, x, y)
+
+
+def _check_onnx(file: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(file))
+    except Exception as e:  # onnx raises DecodeError, ValidationError, … depending on what is wrong
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgekitError(f"{file}: not a valid ONNX model ({first})") from None
+
+
+def _read_eval(file: Path, shape: list) -> tuple[np.ndarray, np.ndarray]:
+    if not file.is_file():
+        raise EdgekitError(f"{file.parent}: bundle is missing {file.name} (the evaluation images)")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            x, y = data["x"], data["y"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise EdgekitError(f"{file}: not a readable eval set with arrays x and y ({e})") from None
+    chw = tuple(shape[1:])
+    if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != chw or len(x) == 0:
+        raise EdgekitError(
+            f"{file}: x is {x.dtype} {tuple(x.shape)}, expected float32 (N, {', '.join(map(str, chw))}) "
+            f"as {META_FILE} input.shape says"
+        )
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+        raise EdgekitError(f"{file}: y is {y.dtype} {tuple(y.shape)}, expected integer labels ({len(x)},)")
+    return x, y.astype(np.int64)
+
+
+def find_bundles(export_root: Path) -> list[Path]:
+    """Every bundle folder directly inside `export_root` (hidden temporary folders excluded)."""
+    if not export_root.is_dir():
+        raise EdgekitError(f"{export_root}: no such folder; export a model first or name bundle folders")
+    found = sorted(
+        p for p in export_root.iterdir() if (p / META_FILE).is_file() and not p.name.startswith(".")
+    )
+    if not found:
+        raise EdgekitError(f"{export_root}: no bundles in it (folders with {META_FILE}); run edgekit export")
+    return found
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: sane at 0% and 100% and for a few hundred images."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = correct / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, min(p, center - half)), min(1.0, max(p, center + half))  # min/max: rounding at 0, 1
+
+
+def bench(
+    bundles: list[Path] | None,
+    runtimes: list[str] | None,
+    threads: int | None,
+    batches: list[int],
+    out_dir: Path,
+    export_root: Path = Path("export"),
+    console=None,
+    min_window_s: float = 0.2,
+    windows: int = 5,
+) -> dict:
+    """Measure each bundle × variant × runtime, plus the ORT per-call floor; write `out_dir/results.*`."""
+    batches = _check_settings(batches, threads, min_window_s, windows)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise EdgekitError(f"{out_dir}: exists and is not a folder; choose another --out")
+    names = list(dict.fromkeys(runtimes or RUNTIMES.names()))
+    chosen = {name: runtime(name) for name in names}  # unknown names fail here, before any work
+    loaded = [read_bundle(p) for p in (bundles or find_bundles(Path(export_root)))]
+    timing = {"min_window_s": min_window_s, "windows": windows, "warmup": "one window", "batches": batches}
+    results: dict[str, Any] = {
+        "format": "edgekit-bench/1",
+        "command": report.command_line(),
+        "machine": {},  # filled in at the end, when it can name the torch a torch runtime loaded
+        "rows": [],
+        "floor": [],
+        "skipped": [],
+        "notes": [],
+    }
+    say = console.print if console is not None else (lambda *a, **k: None)
+    for bundle in loaded:
+        reference = _predict(OrtSession(_fp32(bundle), ["CPUExecutionProvider"], threads), bundle)
+        for name, rt in chosen.items():
+            ok, reason = rt.available(bundle)
+            if not ok:
+                results["skipped"].append({"bundle": bundle.name, "runtime": name, "reason": reason})
+                continue
+            for variant in bundle.meta["variants"]:
+                if rt.variants is not None and variant not in rt.variants:
+                    continue
+                try:
+                    row = _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, windows)
+                except EdgekitError as e:  # no provider, a variant the provider cannot load, a bad checkpoint
+                    results["skipped"].append(
+                        {"bundle": bundle.name, "variant": variant, "runtime": name, "reason": str(e)}
+                    )
+                    continue
+                results["rows"].append(row)
+                say(f"[dim]measured[/] {escape(bundle.name)} {variant} {name}: {row['latency_ms']:.4g} ms")
+    for shape in dict.fromkeys(tuple(b.meta["input"]["shape"][1:]) for b in loaded):
+        results["floor"].append(_floor(shape, threads, batches, min_window_s, windows))
+    results["machine"] = report.machine_info(timing, threads)
+    for s in results["skipped"]:
+        say(f"[yellow]skipped[/] {escape(s['bundle'])} {s['runtime']}: {escape(s['reason'])}")
+    report.write(results, Path(out_dir), console)
+    return results
+
+
+def _check_settings(batches: list[int], threads: int | None, min_window_s: float, windows: int) -> list[int]:
+    batches = sorted(dict.fromkeys(int(b) for b in (batches or [1])))
+    if batches[0] < 1:
+        raise EdgekitError(f"--batch: batch sizes must be ≥ 1, got {batches[0]}")
+    if threads is not None and threads < 1:
+        raise EdgekitError(f"--threads: must be ≥ 1 (or left out for the runtime's default), got {threads}")
+    if min_window_s <= 0 or windows < 1:
+        raise EdgekitError(f"timing: min_window_s ({min_window_s}) and windows ({windows}) must be positive")
+    return batches
+
+
+def _fp32(bundle: Bundle) -> Path:
+    return bundle.path / bundle.meta["variants"]["fp32"]["file"]
+
+
+def _predict(session: Any, bundle: Bundle, rt: Any = None) -> np.ndarray:
+    """Top-1 class for every eval image; a fixed-batch model gets exactly its batch (the tail padded)."""
+    chunk = bundle.fixed_batch or EVAL_CHUNK
+    call = session.run if rt is None else (lambda x: rt.run(session, x))
+    out = []
+    for start in range(0, len(bundle.x), chunk):
+        x = bundle.x[start : start + chunk]
+        n = len(x)
+        if bundle.fixed_batch and n < chunk:
+            x = np.concatenate([x, np.zeros((chunk - n, *x.shape[1:]), x.dtype)])
+        out.append(np.asarray(call(x)).argmax(1)[:n])
+    return np.concatenate(out)
+
+
+def _images(x: np.ndarray, batch: int) -> np.ndarray:
+    """`batch` eval images (repeated when the eval set is smaller)."""
+    return np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
+
+
+def _timed(call, x: np.ndarray, batches: list[int], min_window_s: float, windows: int) -> dict[str, Any]:
+    """Timing fields: latency at the smallest batch (1 unless told otherwise), throughput at the others."""
+    timings = {b: measure(lambda b=b, xb=_images(x, b): call(xb), min_window_s, windows) for b in batches}
+    first = timings[batches[0]]
+    return {
+        "latency_batch": batches[0],
+        "latency_ms": first.ms,
+        "p50_ms": first.p50_ms,
+        "p90_ms": first.p90_ms,
+        "p99_ms": first.p99_ms,
+        "throughput": {str(b): throughput(t, b) for b, t in timings.items() if b != batches[0]},
+        "timings": {str(b): t.as_dict() for b, t in timings.items()},
+    }
+
+
+def _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, windows) -> dict[str, Any]:
+    rss_before = current_rss_mb()
+    session = rt.load(bundle, variant, threads)
+    predicted = _predict(session, bundle, rt)
+    correct, n = int((predicted == bundle.y).sum()), len(bundle.y)
+    lo, hi = wilson(correct, n)
+    usable = [bundle.fixed_batch] if bundle.fixed_batch else batches
+    timed = _timed(lambda x: rt.run(session, x), bundle.x, usable, min_window_s, windows)
+    rss_after = current_rss_mb()
+    file = rt.file(bundle, variant)
+    size = file.stat().st_size
+    params = int(bundle.meta["params"])
+    notes = [f"fixed batch {bundle.fixed_batch}: other batch sizes not run"] if usable != batches else []
+    return {
+        "bundle": bundle.name,
+        "variant": variant,
+        "runtime": name,
+        "device": getattr(session, "providers", [getattr(session, "device", "")])[0],
+        "file": str(file),
+        "bytes": size,
+        "bytes_per_param": size / params if params else None,
+        "params": params,
+        "macs": int(bundle.meta["macs"]),
+        "images": n,
+        "correct": correct,
+        "accuracy": correct / n,
+        "accuracy_ci95": [lo, hi],
+        "agreement": float((predicted == reference).mean()),
+        "threads": threads if threads else "default",
+        **timed,
+        # RSS growth from before load() to after timing (this session, while alive; Linux /proc), and the
+        # process-wide high-water mark so far: getrusage is monotonic and includes every earlier row.
+        "mem_added_mb": None if rss_before is None or rss_after is None else rss_after - rss_before,
+        "process_peak_rss_mb": peak_rss_mb(),
+        "notes": notes,
+    }
+
+
+def identity_model(shape: tuple[int, ...]) -> bytes:
+    """A one-node Identity graph with a dynamic batch axis: what onnxruntime costs per call, doing nothing."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *shape])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", *shape])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "floor", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _floor(shape, threads, batches, min_window_s, windows) -> dict[str, Any]:
+    session = OrtSession(identity_model(shape), ["CPUExecutionProvider"], threads)
+    x = np.zeros((1, *shape), np.float32)
+    return {
+        "bundle": "ort floor",
+        "variant": "x".join(map(str, shape)),
+        "runtime": "ort-cpu",
+        "threads": threads if threads else "default",
+        **_timed(session.run, x, batches, min_window_s, windows),
+    }
+
+
+__all__ = ["Bundle", "bench", "find_bundles", "identity_model", "read_bundle", "wilson"]

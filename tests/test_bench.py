@@ -1,0 +1,334 @@
+"""edgekit.bench: timing, accuracy and Wilson interval, agreement, reports, compare, torch-free, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.bench import report
+from edgekit.bench.run import bench, wilson
+from edgekit.bench.timing import measure
+from edgekit.errors import EdgekitError
+
+CHW = (1, 8, 8)
+FAST = {"min_window_s": 0.01, "windows": 3}
+
+
+def gemm_model(w: np.ndarray, b: np.ndarray, batch: int | str = "batch", conv: bool = False) -> bytes:
+    """Flatten → Gemm(w, b) on a 1×8×8 input (optionally Conv → Relu first): logits = x·wᵀ + b."""
+    rng = np.random.default_rng(0)
+    nodes, inits, flat_in = [], [], "input"
+    if conv:
+        k = numpy_helper.from_array(rng.standard_normal((1, 1, 3, 3)).astype(np.float32), "k")
+        nodes += [helper.make_node("Conv", ["input", "k"], ["c"], pads=[1, 1, 1, 1])]
+        nodes += [helper.make_node("Relu", ["c"], ["r"])]
+        inits.append(k)
+        flat_in = "r"
+    nodes += [
+        helper.make_node("Flatten", [flat_in], ["f"]),
+        helper.make_node("Gemm", ["f", "w", "b"], ["logits"]),
+    ]
+    nodes[-1].attribute.append(helper.make_attribute("transB", 1))
+    inits += [
+        numpy_helper.from_array(w.astype(np.float32), "w"),
+        numpy_helper.from_array(b.astype(np.float32), "b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "test",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, *CHW])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def constant_model(cls: int, **kw) -> bytes:
+    """Predicts class `cls` for every image (zero weights, a one-hot bias)."""
+    return gemm_model(np.zeros((10, 64)), np.eye(10)[cls], **kw)
+
+
+def select_model(**kw) -> bytes:
+    """Predicts the argmax of the image's first 10 pixels."""
+    return gemm_model(np.eye(10, 64), np.zeros(10), **kw)
+
+
+def make_bundle(root: Path, name: str, models: dict[str, bytes], x, y, batch: int | str = "batch") -> Path:
+    """A bundle folder as edgekit export writes it, from ONNX bytes per variant (fp32 first)."""
+    path = root / name
+    path.mkdir(parents=True)
+    variants = {}
+    for variant, data in models.items():
+        file = "model.onnx" if variant == "fp32" else f"model.{variant}.onnx"
+        (path / file).write_bytes(data)
+        variants[variant] = {"file": file, "bytes": len(data), "dtype": "float32"}
+    np.savez(path / "eval.npz", x=np.asarray(x, np.float32), y=np.asarray(y, np.int64))
+    meta = {
+        "format": "edgekit-bundle/1",
+        "name": name,
+        "class_names": [str(i) for i in range(10)],
+        "input": {"name": "input", "shape": [batch, *CHW], "layout": "NCHW", "dtype": "float32"}
+        | {"mean": [0.5], "std": [0.25], "image_size": 8},
+        "params": 650,
+        "macs": 640,
+        "accuracy": {"val": None, "test": None},
+        "source": {"run": str(root / "runs" / name), "checkpoint": "best.pt", "epoch": 1},
+        "eval": {"file": "eval.npz", "images": len(y)},
+        "variants": variants,
+    }
+    (path / "edgekit.json").write_text(json.dumps(meta))
+    return path
+
+
+def random_bundle(root: Path, name: str = "tiny", n: int = 20, **kw) -> Path:
+    rng = np.random.default_rng(1)
+    model = gemm_model(rng.standard_normal((10, 64)), np.zeros(10), conv=True)
+    x = rng.standard_normal((n, *CHW))
+    return make_bundle(root, name, {"fp32": model, "int8": model}, x, rng.integers(0, 10, n), **kw)
+
+
+# -------------------------------------------------------------------------------------------- timing
+
+
+def test_measure_gives_sane_numbers_on_a_fake_function():
+    t = measure(lambda: sum(range(200)), min_window_s=0.01, windows=3)
+    assert t.ms > 0 and 0 < t.p50_ms <= t.p90_ms <= t.p99_ms
+    assert t.windows == 3 and len(t.window_ms) == 3 and t.calls >= 3
+    assert min(t.window_ms) <= t.ms <= max(t.window_ms)  # the median window
+
+
+def test_measure_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        measure(lambda: None, min_window_s=0.01, windows=0)
+
+
+def test_wilson_interval_by_hand():
+    # p = 10/20 = 0.5, z² = 1.96² = 3.8416: center = (0.5 + 3.8416/40) / (1 + 3.8416/20) = 0.5,
+    # half = 1.96 / 1.19208 · √(0.25/20 + 3.8416/1600) = 1.64419 · √0.014901 = 0.20070.
+    lo, hi = wilson(10, 20)
+    assert lo == pytest.approx(0.5 - 0.20070, abs=1e-4) and hi == pytest.approx(0.5 + 0.20070, abs=1e-4)
+    assert wilson(0, 20)[0] == 0.0 and wilson(20, 20)[1] == 1.0
+
+
+# --------------------------------------------------------------------------------------------- bench
+
+
+def test_bench_writes_every_report(tmp_path):
+    path = random_bundle(tmp_path / "export")
+    out = tmp_path / "bench"
+    results = bench([path], ["ort-cpu"], threads=1, batches=[1, 4], out_dir=out, **FAST)
+    assert [(r["variant"], r["runtime"]) for r in results["rows"]] == [
+        ("fp32", "ort-cpu"),
+        ("int8", "ort-cpu"),
+    ]
+    row = results["rows"][0]
+    for key in ("accuracy", "accuracy_ci95", "agreement", "bytes", "bytes_per_param", "params", "macs"):
+        assert row[key] is not None, key
+    assert row["latency_batch"] == 1 and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert set(row["throughput"]) == {"4"} and row["throughput"]["4"] > 0 and row["threads"] == 1
+    assert row["bytes"] == (path / "model.onnx").stat().st_size and row["agreement"] == 1.0
+    assert [f["bundle"] for f in results["floor"]] == ["ort floor"] and results["floor"][0][
+        "variant"
+    ] == "1x8x8"
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["machine"]["onnxruntime"] and saved["machine"]["timing"]["windows"] == 3
+    assert "CPUExecutionProvider" in saved["machine"]["providers"] and len(saved["rows"]) == 2
+    csv = (out / "results.csv").read_text().splitlines()
+    assert "images_per_s_b4" in csv[0] and "process_peak_rss_mb" in csv[0] and len(csv) == 1 + 2 + 1
+    md = (out / "results.md").read_text()
+    assert "| bundle | variant | runtime |" in md and "ort floor" in md and "```" in md
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+    again = bench([path], ["ort-cpu"], threads=1, batches=[1], out_dir=out, **FAST)  # a report: overwritten
+    assert json.loads((out / "results.json").read_text())["machine"] == again["machine"]
+
+
+def test_accuracy_interval_and_agreement_are_what_the_models_say(tmp_path):
+    # fp32 always says 3; "int8" says argmax of the first 10 pixels, which is 3 for images 0–14, 7 after.
+    x = np.zeros((20, *CHW), np.float32)
+    x[:15, 0, 0, 3] = 1
+    x[15:, 0, 0, 7] = 1
+    y = np.array([3] * 10 + [7] * 10)
+    path = make_bundle(tmp_path, "known", {"fp32": constant_model(3), "int8": select_model()}, x, y)
+    rows = bench([path], ["ort-cpu"], None, [1], tmp_path / "out", **FAST)["rows"]
+    fp32, int8 = rows
+    assert fp32["accuracy"] == 0.5 and fp32["correct"] == 10 and fp32["agreement"] == 1.0
+    assert fp32["accuracy_ci95"] == pytest.approx([0.5 - 0.20070, 0.5 + 0.20070], abs=1e-4)
+    assert int8["accuracy"] == 0.75 and int8["agreement"] == 0.75  # right on 0–9 and 15–19
+    assert fp32["threads"] == "default"
+
+
+def test_fixed_batch_bundle_runs_its_batch_only(tmp_path):
+    x = np.zeros((10, *CHW), np.float32)  # 10 images in fixed batches of 4: the last one padded
+    path = make_bundle(tmp_path, "fixed", {"fp32": constant_model(2, batch=4)}, x, [2] * 10, batch=4)
+    (row,) = bench([path], ["ort-cpu"], 1, [1, 8], tmp_path / "out", **FAST)["rows"]
+    assert row["accuracy"] == 1.0 and row["latency_batch"] == 4 and row["throughput"] == {}
+    assert "fixed batch 4" in row["notes"][0]
+
+
+def test_no_bundles_means_every_bundle_in_export_root(tmp_path):
+    root = tmp_path / "export"
+    random_bundle(root, "a")
+    random_bundle(root, "b")
+    (root / ".c.123.tmp").mkdir()  # a half-written export is not a bundle
+    results = bench(None, ["ort-cpu"], 1, [1], tmp_path / "out", export_root=root, **FAST)
+    assert sorted({r["bundle"] for r in results["rows"]}) == ["a", "b"]
+
+
+def test_unavailable_runtimes_are_listed_with_a_reason(tmp_path):
+    path = random_bundle(tmp_path)
+    results = bench([path], None, 1, [1], tmp_path / "out", **FAST)
+    skipped = {s["runtime"]: s["reason"] for s in results["skipped"]}
+    assert (
+        "CUDAExecutionProvider" in skipped["ort-cuda"] and "TensorrtExecutionProvider" in skipped["ort-trt"]
+    )
+    assert "checkpoint not found" in skipped["torch-cpu"]  # no run folder next to this bundle
+    assert {r["runtime"] for r in results["rows"]} == {"ort-cpu"}
+    assert "skipped tiny ort-cuda" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_missing_matplotlib_skips_the_plot_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # `import` of it raises ImportError
+    results = bench([random_bundle(tmp_path)], ["ort-cpu"], 1, [1], tmp_path / "out", **FAST)
+    assert not (tmp_path / "out" / "pareto.png").exists()
+    assert any("matplotlib is not installed" in n for n in results["notes"])
+
+
+def test_bench_runs_where_torch_cannot_be_imported(tmp_path):
+    fake = tmp_path / "fake"
+    for name in ("torch", "torchvision"):
+        (fake / name).mkdir(parents=True)
+        (fake / name / "__init__.py").write_text("raise ImportError('no torch on this device')\n")
+    path = random_bundle(tmp_path / "export")
+    script = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        from edgekit.bench.run import bench
+        r = bench([Path({str(path)!r})], ["ort-cpu", "torch-cpu", "torch-cuda"], 1, [1, 2],
+                  Path({str(tmp_path / "out")!r}), min_window_s=0.01, windows=3)
+        assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")]
+        print(json.dumps({{"rows": len(r["rows"]), "skipped": r["skipped"]}}))
+    """)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(repo)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["rows"] == 2
+    assert {s["runtime"]: s["reason"] for s in out["skipped"]} == {
+        "torch-cpu": "torch is not installed",
+        "torch-cuda": "torch is not installed",
+    }
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+def test_compare_puts_two_machines_side_by_side(tmp_path):
+    bench([random_bundle(tmp_path)], ["ort-cpu"], 1, [1], tmp_path / "pc", **FAST)
+    data = json.loads((tmp_path / "pc" / "results.json").read_text())
+    for row in data["rows"] + data["floor"]:
+        row["latency_ms"] *= 4  # the same figures from a device four times slower
+    data["machine"]["cpu"] = "Cortex-A72"
+    (tmp_path / "pi").mkdir()
+    (tmp_path / "pi" / "results.json").write_text(json.dumps(data))
+    merged = report.compare([tmp_path / "pc" / "results.json", tmp_path / "pi" / "results.json"], None)
+    assert [m["label"] for m in merged["machines"]] == ["pc", "pi"] and merged["machines"][1][
+        "cpu"
+    ] == "Cortex-A72"
+    keys = {(r["bundle"], r["variant"], r["runtime"]) for r in merged["rows"]}
+    assert keys == {
+        ("tiny", "fp32", "ort-cpu"),
+        ("tiny", "int8", "ort-cpu"),
+        ("ort floor", "1x8x8", "ort-cpu"),
+    }
+    assert all(r["ratio"][0] == 1.0 and r["ratio"][1] == pytest.approx(4.0) for r in merged["rows"])
+
+
+def test_compare_refuses_bad_files(tmp_path):
+    (tmp_path / "x.json").write_text('{"rows": []}')
+    with pytest.raises(EdgekitError, match="two or more"):
+        report.compare([tmp_path / "x.json"], None)
+    with pytest.raises(EdgekitError, match="not an edgekit bench results.json"):
+        report.compare([tmp_path / "x.json", tmp_path / "x.json"], None)
+    with pytest.raises(EdgekitError, match="no such results file"):
+        report.compare([tmp_path / "y.json", tmp_path / "x.json"], None)
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "no-eval":
+        (path / "eval.npz").unlink()
+    elif how == "no-variant":
+        (path / "model.int8.onnx").unlink()
+    elif how == "corrupt-model":
+        (path / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf")
+    elif how == "corrupt-json":
+        (path / "edgekit.json").write_text('{"format": "edgekit-bundle/1", ')
+    elif how == "eval-shape":
+        np.savez(path / "eval.npz", x=np.zeros((4, 1, 7, 7), np.float32), y=np.zeros(4, np.int64))
+    elif how == "not-a-bundle":
+        (path / "edgekit.json").unlink()
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("no-eval", "missing eval.npz"),
+        ("no-variant", "missing model.int8.onnx"),
+        ("corrupt-model", "model.onnx: not a valid ONNX model"),
+        ("corrupt-json", "edgekit.json: not valid JSON"),
+        ("eval-shape", r"x is float32 \(4, 1, 7, 7\), expected float32 \(N, 1, 8, 8\)"),
+        ("not-a-bundle", "not an edgekit bundle"),
+    ],
+)
+def test_damaged_bundle_is_one_clear_error(tmp_path, how, message):
+    path = random_bundle(tmp_path)
+    _damage(path, how)
+    with pytest.raises(EdgekitError, match=message):
+        bench([path], ["ort-cpu"], 1, [1], tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"runtimes": ["ort-cpux"]}, "unknown runtime 'ort-cpux' \\(did you mean 'ort-cpu'\\?\\)"),
+        ({"batches": [1, 0]}, "batch sizes must be ≥ 1, got 0"),
+        ({"threads": 0}, "--threads: must be ≥ 1"),
+        ({"bundles": ["nowhere"]}, "nowhere: no such bundle folder"),
+        ({"bundles": None, "export_root": "empty"}, "empty: no bundles in it"),
+        ({"bundles": None, "export_root": "missing"}, "missing: no such folder"),
+    ],
+)
+def test_bad_arguments_are_one_clear_error(tmp_path, kwargs, message):
+    path = random_bundle(tmp_path)
+    (tmp_path / "empty").mkdir()
+    args = {"bundles": [path], "runtimes": ["ort-cpu"], "threads": 1, "batches": [1], **kwargs}
+    for key in ("bundles", "export_root"):
+        if isinstance(args.get(key), list):
+            args[key] = [p if isinstance(p, Path) else tmp_path / p for p in args[key]]
+        elif isinstance(args.get(key), str):
+            args[key] = tmp_path / args[key]
+    with pytest.raises(EdgekitError, match=message):
+        bench(out_dir=tmp_path / "out", **args, **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_made_models_are_valid_onnx():
+    onnx.checker.check_model(onnx.load_from_string(gemm_model(np.eye(10, 64), np.zeros(10), conv=True)))

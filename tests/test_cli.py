@@ -86,3 +86,26 @@ def test_models_lists_architectures_and_recipes():
     assert result.exit_code == 0, result.output
     for name in ("lenet", "resnet_small", "mobilenet_tiny", "lenet_2k", "mobilenet_tiny"):
         assert name in result.output
+
+
+def test_export_then_bench_through_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", str(ROOT / "recipes" / "lenet_1k.yaml"), "train.epochs=1", "track.wandb=disabled"]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["export", "--onnx"])  # newest run → ./export/lenet_1k
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "export" / "lenet_1k" / "model.onnx").is_file()
+    result = runner.invoke(app, ["bench", "--runtime", "ort-cpu", "--threads", "1", "--batch", "1,8"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())["rows"]
+    assert any(r.get("runtime") == "ort-cpu" and r.get("bundle") == "lenet_1k" for r in rows)
+
+
+def test_bench_bad_input_exit_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["bench", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "nope" in result.output
+    result = runner.invoke(app, ["bench", "--batch", "1,x"])
+    assert result.exit_code == 2
+    result = runner.invoke(app, ["export", "--onnx"])
+    assert result.exit_code == 2 and "no runs found" in result.output

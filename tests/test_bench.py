@@ -84,6 +84,16 @@ def make_bundle(root: Path, name: str, models: dict[str, bytes], x, y, batch: in
         "source": {"run": str(root / "runs" / name), "checkpoint": "best.pt", "epoch": 1},
         "eval": {"file": "eval.npz", "images": len(y)},
         "variants": variants,
+        "output": {"shape": [batch, 10]},
+        "recipe": {},
+        "versions": {
+            "edgekit": "0",
+            "torch": "none",
+            "onnx": onnx.__version__,
+            "onnxruntime": "0",
+            "opset": 17,
+        },
+        "parity": {"max_abs_diff": 0.0, "top1_agreement": 1.0, "images": len(y), "atol": 1e-4},
     }
     (path / "edgekit.json").write_text(json.dumps(meta))
     return path

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,67 +39,12 @@ class Bundle:
 
 
 def read_bundle(path: Path) -> Bundle:
-    """Read `edgekit.json` and `eval.npz` of a bundle folder, with one clear error for each kind of damage.
+    """A bundle's metadata and eval set, checked by `edgekit.bundle` (the one owner of the format)."""
+    from edgekit import bundle
 
-    (A small reader of our own so bench does not depend on the exact API of `edgekit.bundle`.)
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise EdgekitError(f"{path}: no such bundle folder (export one with `edgekit export --onnx`)")
-    meta_file = path / META_FILE
-    if not meta_file.is_file():
-        raise EdgekitError(f"{path}: not an edgekit bundle (no {META_FILE} in it)")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"{meta_file}: not valid JSON ({e})") from None
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if found != FORMAT:
-        raise EdgekitError(f"{meta_file}: bundle format {found!r}, expected '{FORMAT}'")
-    for key in ("input", "variants", "params", "macs"):
-        if key not in meta:
-            raise EdgekitError(f"{meta_file}: missing key '{key}'")
-    shape = meta["input"].get("shape")
-    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:])):
-        raise EdgekitError(f"{meta_file}: input.shape is {shape!r}, expected [batch, C, H, W]")
-    if "fp32" not in meta["variants"]:
-        raise EdgekitError(f"{meta_file}: variants has no 'fp32' entry")
-    for name, variant in meta["variants"].items():
-        file = path / variant["file"]
-        if not file.is_file():
-            raise EdgekitError(f"{path}: bundle is missing {file.name} (variant '{name}')")
-        _check_onnx(file)
-    x, y = _read_eval(path / (meta.get("eval") or {}).get("file", "eval.npz"), shape)
-    return Bundle(path, meta, x, y)
-
-
-def _check_onnx(file: Path) -> None:
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(file))
-    except Exception as e:  # onnx raises DecodeError, ValidationError, … depending on what is wrong
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgekitError(f"{file}: not a valid ONNX model ({first})") from None
-
-
-def _read_eval(file: Path, shape: list) -> tuple[np.ndarray, np.ndarray]:
-    if not file.is_file():
-        raise EdgekitError(f"{file.parent}: bundle is missing {file.name} (the evaluation images)")
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            x, y = data["x"], data["y"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise EdgekitError(f"{file}: not a readable eval set with arrays x and y ({e})") from None
-    chw = tuple(shape[1:])
-    if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != chw or len(x) == 0:
-        raise EdgekitError(
-            f"{file}: x is {x.dtype} {tuple(x.shape)}, expected float32 (N, {', '.join(map(str, chw))}) "
-            f"as {META_FILE} input.shape says"
-        )
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-        raise EdgekitError(f"{file}: y is {y.dtype} {tuple(y.shape)}, expected integer labels ({len(x)},)")
-    return x, y.astype(np.int64)
+    meta, _ = bundle.read_bundle(path)
+    x, y = bundle.load_eval(path)
+    return Bundle(Path(path), meta.model_dump(mode="json"), x, y)
 
 
 def find_bundles(export_root: Path) -> list[Path]:

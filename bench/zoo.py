@@ -22,13 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = {"base"}  # shared defaults, not a rung of the ladder
 
 
-def train(recipe: Path, seed: int, runs: Path) -> dict:
+def train(recipe: Path, seed: int, runs: Path, overrides: list[str]) -> dict:
     import json
 
     from edgekit.train import run
 
     quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
-    run_dir = run.start(recipe, [f"seed={seed}", "track.wandb=disabled"], runs, quiet)
+    run_dir = run.start(recipe, [f"seed={seed}", "track.wandb=disabled", *overrides], runs, quiet)
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="recipe names (default: all in recipes/)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "zoo.md")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every recipe"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.names or [p.stem for p in sorted((ROOT / "recipes").glob("*.yaml")) if p.stem not in SKIP]
@@ -50,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             started = time.perf_counter()
-            runs = [train(ROOT / "recipes" / f"{name}.yaml", s, Path(tmp) / str(s)) for s in seeds]
+            runs = [train(ROOT / "recipes" / f"{name}.yaml", s, Path(tmp) / str(s), args.set) for s in seeds]
             first = runs[0]
             row = (
                 f"| `{name}` | {first['params']:,} | {first['macs']:,} | {first['epochs']} | "
@@ -59,17 +62,23 @@ def main() -> None:
             )
             console.print(row, highlight=False)
             rows.append(row)
-    command = "python bench/zoo.py" + (f" --seeds {args.seeds}" if args.seeds != "0" else "")
+    command = " ".join(
+        ["python bench/zoo.py", *args.names]
+        + (["--seeds", args.seeds] if args.seeds != "0" else [])
+        + (["--set", *args.set] if args.set else [])
+        + ([f"--out {args.out.name}"] if args.set else [])
+    )
+    data = next((o.split("=", 1)[1] for o in args.set if o.startswith("data.dataset=")), "digits")
     header = [
         "| recipe | params | MACs | epochs | val acc (best epoch) | test acc | train time |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     text = "\n".join(
         [
-            "# Shipped recipes on digits",
+            f"# Shipped recipes on {data}",
             "",
-            f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU, seeds {seeds}. Test split: 270 images "
-            "(one image = 0.37 points).",
+            f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU (2 cores), seeds {seeds}."
+            + (" Test split: 270 images (one image = 0.37 points)." if data == "digits" else ""),
             "",
             *header,
             *rows,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekit.errors import EdgekitError, did_you_mean
 
@@ -20,6 +20,7 @@ CHOICES: dict[tuple[str, ...], tuple[str, str]] = {
     ("model",): ("arch", "edgekit.models:MODELS"),
     ("train", "optimizer"): ("name", "edgekit.train.optim:OPTIMIZERS"),
     ("train", "scheduler"): ("name", "edgekit.train.optim:SCHEDULERS"),
+    ("distill",): ("method", "edgekit.train.losses:KD_LOSSES"),
 }
 
 
@@ -52,6 +53,18 @@ class OptimizerSection(Choice):
 
 class SchedulerSection(Choice):
     name: str = "cosine"
+
+
+class DistillSection(Choice):
+    # A run folder (its best.pt) or a checkpoint file; several teachers have their logits averaged.
+    teacher: str | list[str] = Field(min_length=1)
+    method: str = "hinton"
+    # Refuse a teacher scoring below this on the student's val split (default: twice chance), the
+    # symptom of unloaded weights or mismatched preprocessing.
+    min_teacher_acc: float | None = Field(None, ge=0, le=1)
+
+    def teachers(self) -> list[str]:
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
 
 
 class EarlyStop(Strict):
@@ -89,15 +102,7 @@ class Recipe(Strict):
     data: DataSection = Field(default_factory=DataSection)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
-    distill: dict[str, Any] | None = None  # reserved for knowledge distillation
-
-    @field_validator("distill")
-    @classmethod
-    def _distill_not_yet(cls, value: dict | None) -> None:
-        if value is not None:
-            raise ValueError("distillation is not available in this version of edgekit; remove it")
-        return value
-
+    distill: DistillSection | None = None  # knowledge distillation from teacher runs; None: plain training
     track: TrackSection = Field(default_factory=TrackSection)
 
     def wandb_mode(self) -> str:
@@ -152,9 +157,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
             if not isinstance(child, dict):
                 raise EdgekitError(f"override '{item}': {'.'.join(parents[: i + 1])} is not a section")
             node = child
-        # Switching a choice (e.g. model.arch) drops the options of the old one.
+        # Switching a choice (e.g. model.arch) drops the options of the old one, keeps the section's own.
         if tuple(parents) in CHOICES and CHOICES[tuple(parents)][0] == leaf and node.get(leaf) != value:
-            node.clear()
+            own = _own_fields(tuple(parents))
+            for key in [k for k in node if k not in own]:
+                del node[key]
         node[leaf] = value
 
 
@@ -184,7 +191,8 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 def _merge(base: dict, child: dict, at: tuple[str, ...]) -> dict:
     selector = CHOICES.get(at, (None,))[0]
     if selector and selector in child and child[selector] != base.get(selector):
-        return dict(child)  # a different architecture/dataset/...: the parent's options don't apply
+        # A different architecture/dataset/...: the parent's options for the old one don't apply.
+        base = {k: v for k, v in base.items() if k in _own_fields(at)}
     out = dict(base)
     for key, value in child.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -192,6 +200,18 @@ def _merge(base: dict, child: dict, at: tuple[str, ...]) -> dict:
         else:
             out[key] = value
     return out
+
+
+def _own_fields(section: tuple[str, ...]) -> set[str]:
+    """The keys a choice section has whatever its choice (e.g. data.image_size, distill.teacher)."""
+    cls: type[BaseModel] = Recipe
+    for part in section:
+        cls = next(a for a in _union_args(cls.model_fields[part].annotation) if isinstance(a, type))
+    return set(cls.model_fields)
+
+
+def _union_args(annotation: Any) -> tuple:
+    return getattr(annotation, "__args__", None) or (annotation,)
 
 
 def _registry(section: tuple[str, ...]):
@@ -206,9 +226,11 @@ def _validate_choices(recipe: Recipe, source: str) -> None:
     augment = _check(AugmentParams, recipe.data.augment, ("data", "augment"), source)
     recipe.data.augment = augment.model_dump(mode="json")
     for section, (selector, _) in CHOICES.items():
-        node: BaseModel = recipe
+        node: BaseModel | None = recipe
         for part in section:
             node = getattr(node, part)
+        if node is None:  # an optional section left out (distill)
+            continue
         name = getattr(node, selector)
         entry = _registry(section).get(name, f"{source}: {'.'.join(section + (selector,))}")
         params = _check(entry.params, node.model_extra or {}, section, source)

@@ -113,6 +113,23 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load(tmp_path / "bad.yaml")
 
 
-def test_distill_is_reserved(tmp_path):
-    with pytest.raises(EdgekitError, match="distill.*not available"):
-        load(write(tmp_path / "r.yaml", {"distill": {"teacher": "runs/t"}}))
+def test_distill_section_is_validated_by_its_method(tmp_path):
+    path = write(tmp_path / "r.yaml", {"distill": {"teacher": "runs/t", "method": "hinton", "alpha": 0.3}})
+    recipe = load(path)
+    assert recipe.distill.teachers() == ["runs/t"] and recipe.options("distill")["temperature"] == 4.0
+    with pytest.raises(EdgekitError, match="distill.teacher: Field required"):
+        load(write(tmp_path / "n.yaml", {"distill": {"method": "hinton"}}))
+    with pytest.raises(EdgekitError, match=r"distill.tckd: unknown key.*allowed: alpha, temperature"):
+        load(path, ["distill.tckd=2"])  # a DKD option under hinton
+    # Switching the method drops the old method's options but keeps the teacher.
+    switched = load(path, ["distill.method=dkd"])
+    assert switched.distill.teachers() == ["runs/t"] and switched.options("distill")["alpha"] == 0.5
+    assert load(path, ["distill=null"]).distill is None
+
+
+def test_switching_dataset_keeps_the_data_sections_own_keys(tmp_path):
+    path = write(
+        tmp_path / "r.yaml", {"data": {"dataset": "digits", "augment": {"rotate": 5}, "val_fraction": 0.2}}
+    )
+    recipe = load(path, ["data.dataset=fashion_mnist"])
+    assert recipe.data.augment["rotate"] == 5 and recipe.data.val_fraction == 0.2

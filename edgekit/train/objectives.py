@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
-from edgekit.train.losses import LOSSES, CEParams
+from edgekit.train.losses import KD_LOSSES, LOSSES, CEParams
 
 
 class Supervised:
@@ -20,3 +21,20 @@ class Supervised:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         return self.loss(logits, y, self.params), logits
+
+
+class Distill:
+    """Knowledge distillation: the frozen teacher sees the very same augmented batch as the student."""
+
+    def __init__(self, teacher: nn.Module, method: str, params: BaseModel):
+        self.teacher, self.method = teacher, method
+        self.loss = KD_LOSSES.get(method, "distill.method").fn
+        self.params = params
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():  # inside the loop's autocast: the teacher runs in mixed precision on CUDA
+            teacher_logits = self.teacher(x)
+        logits = model(x)
+        return self.loss(logits, teacher_logits, y, self.params), logits

@@ -21,6 +21,7 @@ from edgekit.runs import RECIPE_FILE, load_checkpoint, new_run_dir, run_dir_of, 
 from edgekit.train.loop import NonFiniteLoss, State, evaluate, fit, make_ema, restore
 from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
+from edgekit.train.teacher import distillation
 from edgekit.train.track import Tracker
 
 EVAL_BATCH = 1024
@@ -130,6 +131,9 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         num_classes=len(data.class_names),
     )
     val = DeviceLoader(*data.val, batch_size=EVAL_BATCH, mean=data.mean, std=data.std, device=device)
+    objective = Supervised(t.label_smoothing)
+    if recipe.distill is not None:
+        objective, meta["distill"] = distillation(recipe.distill, meta, val, device)
     optimizer = OPTIMIZERS.get(t.optimizer.name).fn(_params(OPTIMIZERS, t.optimizer), model)
     mode = "max" if t.monitor == "val_acc" else "min"
     schedule = SCHEDULERS.get(t.scheduler.name).fn(
@@ -142,7 +146,7 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         model=model,
         optimizer=optimizer,
         schedule=schedule,
-        objective=Supervised(t.label_smoothing),
+        objective=objective,
         train=train,
         val=val,
         generator=generator,
@@ -185,7 +189,15 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         f"input {m['in_channels']}×{m['image_size']}×{m['image_size']}, {m['num_classes']} classes, "
         f"{len(state.train.labels)} train images, device {state.device} → {run_dir}"
     )
+    if "distill" in m:
+        d = m["distill"]
+        console.print(
+            f"distilling with {d['method']} from {', '.join(d['teachers'])}: teacher val accuracy "
+            + ", ".join(f"{a:.2%}" for a in d["teacher_val_acc"])
+        )
     extra = {"params": m["params"], "macs": m["macs"]}
+    if "distill" in m:
+        extra["teacher_val_acc"] = m["distill"]["ensemble_val_acc"]
     tracker = Tracker(run_dir, m["recipe"], recipe.wandb_mode(), state.epochs, console, extra, resume_epoch)
     started, reason = time.perf_counter(), "interrupted"
     try:
@@ -218,6 +230,8 @@ def _summary(state: State, run_dir: Path, test, reason: str, wall_s: float, rows
         "device": str(state.device),
         "torch": torch.__version__,
     }
+    if "distill" in state.meta:
+        summary["distill"] = state.meta["distill"]
     best = run_dir / "best.pt"
     if best.exists():  # test accuracy of the weights that will be deployed
         model = build_model(

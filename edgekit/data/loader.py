@@ -126,6 +126,7 @@ class DeviceLoader:
         drop_last: bool = False,
         generator: torch.Generator | None = None,
         num_classes: int | None = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
             raise ValueError(
@@ -140,6 +141,10 @@ class DeviceLoader:
         self.augment = augment or AugmentParams()
         self.shuffle = shuffle
         self.drop_last = drop_last
+        # (rank, world): under DDP each rank takes every world-th image of the epoch's order. All ranks
+        # draw the same order from equally seeded generators and get the same number of batches, as DDP
+        # needs; a few images (n % world) sit out each epoch, a different few every time.
+        self.rank, self.world = shard
         # Without a generator, follow the global seed (torch.manual_seed) but keep our own stream.
         self.generator = (
             generator if generator is not None else torch.Generator().manual_seed(torch.initial_seed())
@@ -151,7 +156,7 @@ class DeviceLoader:
         self.mixer = Mixer(self.augment.mixup, self.augment.cutmix, num_classes) if mixing else None
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = len(self.labels) // self.world
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
@@ -160,6 +165,8 @@ class DeviceLoader:
             order = torch.randperm(n, generator=self.generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
+        if self.world > 1:
+            order = order[: n - n % self.world][self.rank :: self.world]
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.batch(self.images[index], self.labels[index])

@@ -16,6 +16,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.runs import save_checkpoint
+from edgekit.train import ddp
 from edgekit.train.optim import Schedule
 from edgekit.train.track import Tracker
 
@@ -42,7 +43,7 @@ class State:
     ema: AveragedModel | None = None
     clip_grad: float | None = None
     channels_last: bool = False
-    compiled: nn.Module | None = None
+    net: nn.Module | None = None  # what the training forward runs through: DDP-wrapped and/or compiled model
     monitor: str = "val_acc"
     patience: int | None = None
     min_delta: float = 0.0
@@ -73,7 +74,7 @@ def _prepare(s: State, x: torch.Tensor) -> torch.Tensor:
 
 def train_epoch(s: State) -> dict[str, float]:
     s.model.train()
-    net = s.compiled if s.compiled is not None else s.model
+    net = s.net if s.net is not None else s.model
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device)
     seen = 0
@@ -92,7 +93,9 @@ def train_epoch(s: State) -> dict[str, float]:
         loss_sum += loss.detach() * len(x)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(x)
-    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "seen": seen}
+    totals = ddp.total(torch.stack([loss_sum, correct, torch.tensor(float(seen), device=s.device)]))
+    loss_sum, correct, seen = totals.tolist()  # over all ranks under DDP
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "seen": int(seen)}
 
 
 def _backward_and_step(s: State, loss: torch.Tensor) -> None:
@@ -192,10 +195,12 @@ def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
         )
         if _improved(s, value) and math.isfinite(value):
             s.best, s.best_epoch, s.stale = value, s.epoch, 0
-            save_checkpoint(run_dir / "best.pt", checkpoint_payload(s, for_best=True))
+            if ddp.is_main():
+                save_checkpoint(run_dir / "best.pt", checkpoint_payload(s, for_best=True))
         else:
             s.stale += 1
-        save_checkpoint(run_dir / "last.pt", checkpoint_payload(s))
+        if ddp.is_main():  # every rank holds the same weights; one writes them
+            save_checkpoint(run_dir / "last.pt", checkpoint_payload(s))
         if s.patience is not None and s.stale >= s.patience:
             return f"early stop: {s.monitor} has not improved for {s.patience} epochs"
     return "finished"

@@ -18,22 +18,44 @@ from edgekit.errors import EdgekitError
 from edgekit.models import build_model, count_macs, count_params
 from edgekit.recipe import Recipe, apply_overrides, load, validate
 from edgekit.runs import RECIPE_FILE, load_checkpoint, new_run_dir, run_dir_of, write_json, write_text
+from edgekit.train import ddp
 from edgekit.train.loop import NonFiniteLoss, State, evaluate, fit, make_ema, restore
 from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
 from edgekit.train.teacher import distillation
-from edgekit.train.track import Tracker
+from edgekit.train.track import Silent, Tracker
 
 EVAL_BATCH = 1024
+ORIGIN_FILE = "origin.json"  # what a run was made from (e.g. the run it was pruned from)
 
 
 def start(recipe_path: Path, overrides: list[str], runs_dir: Path, console: Console) -> Path:
     """`edgekit train recipe.yaml`: a new run folder under `runs_dir`."""
-    recipe = load(recipe_path, overrides)
+    return start_recipe(load(recipe_path, overrides), runs_dir, console)
+
+
+def start_recipe(
+    recipe: Recipe,
+    runs_dir: Path,
+    console: Console,
+    init_state: dict | None = None,
+    origin: dict | None = None,
+) -> Path:
+    """A new run of an in-memory recipe, from `init_state` weights if given (e.g. a pruned model's).
+
+    `origin` (plain data, e.g. {"pruned_from": ...}) is saved in the run and kept in every summary.json.
+    """
     data = _prepare(recipe)
     state = build_state(recipe, data)  # bad options fail here, before any folder is made
-    run_dir = new_run_dir(runs_dir, recipe.name)
-    write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    if init_state is not None:
+        state.model.load_state_dict(init_state)
+        if state.ema is not None:  # the average starts from these weights, not the random ones
+            state.ema = make_ema(state.model, recipe.train.ema)
+    run_dir = ddp.from_main(new_run_dir(runs_dir, recipe.name) if ddp.is_main() else None)
+    if ddp.is_main():
+        write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        if origin:
+            write_json(run_dir / ORIGIN_FILE, origin)
     _train(state, recipe, run_dir, console, resume_epoch=0)
     return run_dir
 
@@ -55,20 +77,25 @@ def resume(run_path: Path, overrides: list[str], console: Console) -> Path:
             f"train.epochs=N with N > {state.epoch}"
         )
     state.stale = 0  # an extended run gets a fresh early-stopping patience
+    if ddp.is_main():
+        _note_resume(run_dir, recipe, state.epoch, overrides)
+    _train(state, recipe, run_dir, console, resume_epoch=state.epoch)
+    return run_dir
+
+
+def _note_resume(run_dir: Path, recipe: Recipe, epoch: int, overrides: list[str]) -> None:
     write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     with (run_dir / "history.jsonl").open("a") as f:
         f.write(
             json.dumps(
                 {
-                    "resumed_at_epoch": state.epoch,
+                    "resumed_at_epoch": epoch,
                     "overrides": list(overrides),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 }
             )
             + "\n"
         )
-    _train(state, recipe, run_dir, console, resume_epoch=state.epoch)
-    return run_dir
 
 
 def _prepare(recipe: Recipe) -> Prepared:
@@ -84,6 +111,9 @@ def _prepare(recipe: Recipe) -> Prepared:
 
 
 def pick_device(name: str) -> torch.device:
+    distributed = ddp.setup(name)  # under torchrun: this rank's device
+    if distributed is not None:
+        return distributed
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -118,9 +148,12 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
     channels_last = cuda and t.channels_last  # on CPU, channels_last slows these small convolutions
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     generator = torch.Generator().manual_seed(recipe.seed)  # the loader draws on CPU, moves to device
+    world = ddp.world_size()
+    if t.batch_size < world:
+        raise EdgekitError(f"train.batch_size = {t.batch_size}: must be at least the {world} processes")
     train = DeviceLoader(
         *data.train,
-        batch_size=t.batch_size,
+        batch_size=t.batch_size // world,  # train.batch_size is the global batch, split over the ranks
         mean=data.mean,
         std=data.std,
         device=device,
@@ -129,6 +162,7 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         drop_last=len(data.train[1]) > t.batch_size,
         generator=generator,
         num_classes=len(data.class_names),
+        shard=(ddp.rank(), world),
     )
     val = DeviceLoader(*data.val, batch_size=EVAL_BATCH, mean=data.mean, std=data.std, device=device)
     objective = Supervised(t.label_smoothing)
@@ -139,6 +173,7 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
     schedule = SCHEDULERS.get(t.scheduler.name).fn(
         _params(SCHEDULERS, t.scheduler), optimizer, t.epochs, len(train), mode
     )
+    net = ddp.wrap(model, device) or model
     amp_dtype = (
         (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and t.amp else None
     )
@@ -157,7 +192,7 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         ema=make_ema(model, t.ema) if t.ema else None,
         clip_grad=t.clip_grad,
         channels_last=channels_last,
-        compiled=torch.compile(model) if t.compile else None,
+        net=torch.compile(net) if t.compile else net,
         monitor=t.monitor,
         patience=t.early_stop.patience,
         min_delta=t.early_stop.min_delta,
@@ -182,12 +217,20 @@ def _check_same_model(meta: dict[str, Any], ckpt: dict[str, Any], run_dir: Path)
 
 
 def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume_epoch: int) -> None:
+    if not ddp.is_main():  # the other ranks train in step with rank 0 and leave the writing to it
+        try:
+            fit(state, run_dir, Silent())
+        finally:
+            ddp.teardown()
+        return
     test = state.meta.pop("test")
     m = state.meta
     console.print(
         f"[bold]{recipe.name}[/]: {m['arch']} with {m['params']:,} parameters, {m['macs']:,} MACs, "
         f"input {m['in_channels']}×{m['image_size']}×{m['image_size']}, {m['num_classes']} classes, "
-        f"{len(state.train.labels)} train images, device {state.device} → {run_dir}"
+        f"{len(state.train.labels)} train images, device {state.device}"
+        + (f" × {ddp.world_size()} processes" if ddp.world_size() > 1 else "")
+        + f" → {run_dir}"
     )
     if "distill" in m:
         d = m["distill"]
@@ -206,6 +249,7 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         reason = str(e)
         raise
     finally:  # a stopped run still gets its summary and curves
+        ddp.teardown()
         summary = _summary(state, run_dir, test, reason, time.perf_counter() - started, tracker.rows)
         write_json(run_dir / "summary.json", summary)
         tracker.finish(summary)
@@ -232,6 +276,8 @@ def _summary(state: State, run_dir: Path, test, reason: str, wall_s: float, rows
     }
     if "distill" in state.meta:
         summary["distill"] = state.meta["distill"]
+    if (run_dir / ORIGIN_FILE).is_file():  # where the run came from, kept when it is resumed
+        summary |= json.loads((run_dir / ORIGIN_FILE).read_text())
     best = run_dir / "best.pt"
     if best.exists():  # test accuracy of the weights that will be deployed
         model = build_model(

@@ -114,6 +114,20 @@ class Tracker:
             self.wandb.finish()
 
 
+class Silent:
+    """The tracker of DDP ranks other than 0: they keep the rows, rank 0 writes and shows them."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+        self.started = time.perf_counter()
+
+    def log(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
+
+
 def _should_print(epoch: int, total: int) -> bool:
     # Without a terminal (CI, logs), print about 50 lines however long the run.
     return epoch == total or epoch <= 3 or epoch % max(1, total // 50) == 0
@@ -140,6 +154,10 @@ def _start_wandb(run_dir: Path, recipe: dict[str, Any], mode: str, extra: dict[s
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
+    if wandb.run is not None:  # a wandb sweep agent started this trial's run: log into it
+        wandb.run.config.update(recipe, allow_val_change=True)
+        wandb.run.summary.update(extra)
+        return wandb.run
     track = recipe.get("track", {})
     run = wandb.init(
         project=track.get("project", "edgekit"),

@@ -1,4 +1,4 @@
-"""The bundle format (`export/<name>/`: model.onnx, edgekit.json, eval.npz): schema, write, read; no torch."""
+"""The bundle format (`export/<name>/`: models, edgekit.json, eval.npz, calib.npz): schema, write, read."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ FORMAT = "edgekit-bundle/1"
 META_FILE = "edgekit.json"
 MODEL_FILE = "model.onnx"
 EVAL_FILE = "eval.npz"
+CALIB_FILE = "calib.npz"
 SCALE = "x/255 then (x-mean)/std"
 
 
@@ -80,6 +81,15 @@ class EvalSet(_Strict):
     preprocessed: Literal[True] = True
 
 
+class CalibSet(_Strict):
+    """A sample of the training split, preprocessed like eval.npz: what int8 calibration runs on."""
+
+    file: str = CALIB_FILE
+    images: int
+    split: str = "train"  # never the test split: calibrating on eval.npz would flatter the int8 accuracy
+    preprocessed: Literal[True] = True
+
+
 class Variant(BaseModel):
     """One model file of the bundle; later steps (quantize) may add their own keys (method, calibration…)."""
 
@@ -89,6 +99,8 @@ class Variant(BaseModel):
     bytes: int = Field(ge=0)
     dtype: Literal["float32", "float16", "int8"]
     accuracy: float | None = None  # top-1 on eval.npz with onnxruntime (CPU)
+    source: str | None = None  # the variant this one was made from (quantize: "fp32")
+    agreement: float | None = None  # top-1 agreement with `source` on eval.npz
 
 
 class BundleMeta(_Strict):
@@ -105,6 +117,7 @@ class BundleMeta(_Strict):
     source: Source
     parity: Parity
     eval: EvalSet
+    calib: CalibSet | None = None  # bundles exported before calib.npz existed have none
     variants: dict[str, Variant]
 
 
@@ -141,6 +154,7 @@ def write_bundle(
     eval_x: np.ndarray,
     eval_y: np.ndarray,
     force: bool = False,
+    calib_x: np.ndarray | None = None,
 ) -> Path:
     """Write a complete bundle into a temporary folder next to its place, then move it there.
 
@@ -150,6 +164,7 @@ def write_bundle(
     fp32 = meta.variants.get("fp32") or Variant(file=MODEL_FILE, bytes=0, dtype="float32")
     meta.variants["fp32"] = fp32.model_copy(update={"file": MODEL_FILE, "bytes": len(model_bytes)})
     meta.eval.file, meta.eval.images = EVAL_FILE, len(eval_y)
+    meta.calib = None if calib_x is None else CalibSet(images=len(calib_x))
 
     def files(tmp: Path) -> None:
         (tmp / MODEL_FILE).write_bytes(model_bytes)
@@ -157,6 +172,9 @@ def write_bundle(
             np.savez_compressed(
                 f, x=eval_x.astype(np.float32, copy=False), y=eval_y.astype(np.int64, copy=False)
             )
+        if calib_x is not None:
+            with (tmp / CALIB_FILE).open("wb") as f:
+                np.savez_compressed(f, x=calib_x.astype(np.float32, copy=False))
         write_json(tmp / META_FILE, meta.model_dump(mode="json"))
         read_bundle(tmp, check_model=False)  # what we wrote reads back
         load_eval(tmp)
@@ -213,6 +231,7 @@ def _swap(tmp: Path, dest: Path) -> Path:
 def write_meta(path: Path, meta: BundleMeta) -> None:
     """Rewrite an existing bundle's edgekit.json atomically (e.g. after adding a variant)."""
     write_json(Path(path) / META_FILE, meta.model_dump(mode="json"))
+    (Path(path) / META_FILE).chmod(0o644)  # the temporary file it was renamed from was owner-only
 
 
 def add_variant(path: Path, name: str, variant: Variant) -> BundleMeta:
@@ -256,7 +275,8 @@ def read_bundle(path: Path, check_model: bool = True) -> tuple[BundleMeta, Bundl
     if "fp32" not in meta.variants:
         raise EdgekitError(f"{meta_file}: variants has no 'fp32' entry")
     variants = {name: root / v.file for name, v in meta.variants.items()}
-    for name, file in [*variants.items(), ("eval", root / meta.eval.file)]:
+    calib = [("calib", root / meta.calib.file)] if meta.calib else []
+    for name, file in [*variants.items(), ("eval", root / meta.eval.file), *calib]:
         if not file.is_file():
             raise EdgekitError(f"{root}: bundle is missing {file.name} (variant '{name}')")
     if check_model:
@@ -297,3 +317,26 @@ def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(y) != meta.eval.images:
         raise EdgekitError(f"{file}: {len(y)} images, but {META_FILE} eval.images says {meta.eval.images}")
     return x, y
+
+
+def load_calib(path: Path) -> np.ndarray:
+    """The bundle's calibration images: float32 (N, C, H, W) from the training split, preprocessed."""
+    meta, _ = read_bundle(path, check_model=False)
+    if meta.calib is None:
+        raise EdgekitError(
+            f"{path}: bundle has no calibration data reachable (no {CALIB_FILE}: it was exported before "
+            "edgekit stored one); re-export it with `edgekit export --onnx RUN --force`"
+        )
+    file = Path(path) / meta.calib.file
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            x = data["x"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise EdgekitError(f"{file}: not a readable calibration set with an array x ({e})") from None
+    chw = tuple(meta.input.shape[1:])
+    if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != chw or len(x) != meta.calib.images:
+        raise EdgekitError(
+            f"{file}: x is {x.dtype} {tuple(x.shape)}, expected float32 ({meta.calib.images}, "
+            f"{', '.join(map(str, chw))}) as {META_FILE} says"
+        )
+    return x

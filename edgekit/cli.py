@@ -77,6 +77,60 @@ def train(
 
 @app.command()
 @handled
+def prune(
+    run: Annotated[Path, typer.Argument(help="The run folder whose best.pt is pruned.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted recipe overrides for the fine-tune.", metavar="[KEY=VALUE]..."),
+    ] = None,
+    macs: Annotated[float | None, typer.Option(help="Fraction of MACs to keep, in (0, 1).")] = None,
+    params: Annotated[float | None, typer.Option(help="Fraction of parameters to keep, in (0, 1).")] = None,
+    importance: Annotated[str, typer.Option(help="l1, l2, taylor or bn-scale.")] = "l1",
+    steps: Annotated[
+        int, typer.Option(help="Pruning steps, importance re-estimated at each (1: one-shot).")
+    ] = 1,
+    global_pruning: Annotated[
+        bool, typer.Option("--global/--per-layer", help="Rank channels across layers, or cut each alike.")
+    ] = False,
+    round_to: Annotated[int | None, typer.Option(help="Keep channel counts a multiple of this.")] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of fine-tuning with the run's recipe.")] = 30,
+    lr: Annotated[
+        float | None, typer.Option(help="Fine-tuning learning rate; default: the recipe's.")
+    ] = None,
+    runs_dir: Annotated[
+        Path | None, typer.Option(help="Where the pruned run goes; default: beside RUN.")
+    ] = None,
+):
+    """Prune channels with torch-pruning, then fine-tune: edgekit prune runs/lenet_2k --macs 0.5"""
+    from edgekit.compress.prune import How, prune_run, target
+
+    how = How(*target(macs, params), importance, steps, global_pruning, round_to)
+    prune_run(run, how, finetune_epochs, lr, overrides or [], runs_dir, console)
+
+
+@app.command()
+@handled
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="A sweep file, e.g. recipes/sweeps/lenet_2k_lr.yaml.")],
+    parallel: Annotated[
+        int, typer.Option(min=1, help="Local trials at once; the CPU threads are divided among them.")
+    ] = 1,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Trials to run (instead of count: in the file).")
+    ] = None,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Create a wandb sweep, run wandb agents.")] = False,
+    agents: Annotated[int, typer.Option(min=1, help="With --wandb: local agents, one process each.")] = 1,
+    join: Annotated[str | None, typer.Option(help="Run one agent of this existing wandb sweep id.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Trials go to RUNS_DIR/<sweep name>/.")] = Path("runs"),
+):
+    """Train one run per trial of a sweep and rank them: edgekit sweep recipes/sweeps/lenet_2k_lr.yaml"""
+    from edgekit.train import sweep_run
+
+    sweep_run.run(sweep_file, runs_dir, console, parallel, count, wandb, agents, join)
+
+
+@app.command()
+@handled
 def models(
     recipes: Annotated[Path, typer.Option(help="Also list the recipes in this folder.")] = Path("recipes"),
     in_channels: Annotated[int, typer.Option(help="Input channels to count for.")] = 1,
@@ -108,6 +162,37 @@ def export(
     from edgekit.export.write import export_run
 
     export_run(run, out_root=out, runs_dir=runs_dir, opset=opset, batch=batch, force=force, console=console)
+
+
+@app.command()
+@handled
+def quantize(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. export/lenet_2k.")],
+    int8: Annotated[bool, typer.Option("--int8", help="Static int8: QDQ, per-channel, calibrated.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="float16 weights (for GPU runtimes).")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic int8 (ranges per call).")] = False,
+    calib: Annotated[int | None, typer.Option(help="Calibration images; default all in calib.npz.")] = None,
+    method: Annotated[str | None, typer.Option(help="minmax (default), entropy or percentile.")] = None,
+    max_drop: Annotated[
+        float | None, typer.Option(help="Accuracy drop allowed, in points (default 1).")
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="auto (fastest here), s8s8, u8s8 or u8s8-7bit.")
+    ] = None,
+    per_tensor: Annotated[
+        bool | None, typer.Option("--per-tensor", help="Per-tensor weights (depthwise stay per-channel).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing variant file.")] = False,
+):
+    """Add an int8 or fp16 variant to a bundle: edgekit quantize export/lenet_2k --int8"""
+    from edgekit.compress.quantize import quantize_bundle
+
+    kinds = [k for k, on in (("int8", int8), ("fp16", fp16), ("dynamic", dynamic)) if on]
+    if len(kinds) != 1:
+        raise typer.BadParameter("choose one of --int8, --fp16, --dynamic")
+    options = {"calib": calib, "method": method, "max_drop": max_drop, "format": format}
+    options["per_channel"] = None if per_tensor is None else not per_tensor
+    quantize_bundle(bundle, kinds[0], force=force, console=console, **options)
 
 
 @app.command()
@@ -144,6 +229,20 @@ def bench(
         raise typer.BadParameter(f"--batch {batch!r}: expected comma-separated integers, e.g. 1,32")
     runtimes = [r.strip() for r in runtime.split(",")] if runtime else None
     run.bench(bundles or None, runtimes, threads, batches, out, export_root=export_root, console=console)
+
+
+@app.command()
+@handled
+def pipeline(
+    file: Annotated[Path, typer.Argument(help="A pipeline file, e.g. recipes/pipelines/digits_edge.yaml.")],
+    runs_dir: Annotated[Path, typer.Option(help="Runs go to RUNS_DIR/<name>/.")] = Path("runs"),
+    export_root: Annotated[Path, typer.Option(help="Bundles go to EXPORT_ROOT/<name>/.")] = Path("export"),
+    out: Annotated[Path, typer.Option(help="Bench results go to OUT/<name>/.")] = Path("bench"),
+):
+    """Teacher → KD student → prune → export → int8 → bench; rerun to resume where it stopped."""
+    from edgekit.pipeline import run_pipeline
+
+    run_pipeline(file, runs_dir, export_root, out, console)
 
 
 def main() -> None:

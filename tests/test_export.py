@@ -89,7 +89,8 @@ def ops(path: Path) -> list[str]:
 def test_export_each_family(runs, tmp_path, name):
     bundle = export_run(runs[name], tmp_path / "export", console=quiet())
     assert bundle == tmp_path / "export" / name
-    assert sorted(p.name for p in bundle.iterdir()) == ["edgekit.json", "eval.npz", "model.onnx"]  # no .data
+    files = ["calib.npz", "edgekit.json", "eval.npz", "model.onnx"]
+    assert sorted(p.name for p in bundle.iterdir()) == files  # no .data
     meta, paths = read_bundle(bundle)
     assert meta.parity.max_abs_diff <= 1e-4 and meta.parity.top1_agreement == 1.0
     assert meta.parity.images == TEST_IMAGES  # the whole validation split

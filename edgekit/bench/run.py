@@ -188,6 +188,9 @@ def _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, w
     size = file.stat().st_size
     params = int(bundle.meta["params"])
     notes = [f"fixed batch {bundle.fixed_batch}: other batch sizes not run"] if usable != batches else []
+    fp32_bytes = bundle.meta["variants"]["fp32"]["bytes"]
+    if variant != "fp32" and size > fp32_bytes:  # a "compressed" variant that is not smaller
+        notes.append(f"{variant} file is larger than fp32 ({size:,} > {fp32_bytes:,} bytes)")
     return {
         "bundle": bundle.name,
         "variant": variant,

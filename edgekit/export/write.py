@@ -35,6 +35,7 @@ from edgekit.runs import load_checkpoint, newest_run, run_dir_of
 
 EVAL_CAP = 2000  # eval.npz holds the whole test split up to this many images, else a stratified sample
 PARITY_CAP = 1000  # validation images the parity check runs on
+CALIB_CAP = 300  # training images stored in calib.npz for int8 calibration (a stratified sample)
 
 
 def export_run(
@@ -63,6 +64,7 @@ def export_run(
     data = _data(recipe, ckpt, checkpoint, console)
     val_x, _ = _preprocess(data.val, ckpt, PARITY_CAP)
     eval_x, eval_y = _preprocess(data.test, ckpt, EVAL_CAP)
+    calib_x, _ = _preprocess(data.train, ckpt, CALIB_CAP)
 
     chw = (ckpt["in_channels"], ckpt["image_size"], ckpt["image_size"])
     proto = to.to_onnx(model, chw, opset, fixed)
@@ -71,8 +73,8 @@ def export_run(
     match = parity.check_parity(model, sess, val_x)
     meta = _meta(run_dir, checkpoint, ckpt, recipe, opset, fixed, match, len(eval_y), len(data.test[1]))
     meta.variants["fp32"].accuracy = parity.accuracy(sess, eval_x, eval_y)
-    to.embed_metadata(proto, meta.model_dump(mode="json", exclude={"recipe", "variants"}))
-    bundle = write_bundle(out_root, meta, proto.SerializeToString(), eval_x, eval_y, force)
+    to.embed_metadata(proto, meta.model_dump(mode="json", exclude={"recipe", "variants", "calib"}))
+    bundle = write_bundle(out_root, meta, proto.SerializeToString(), eval_x, eval_y, force, calib_x)
     _report(console, run_dir, bundle, read_bundle(bundle)[0], batchnorms)
     return bundle
 

@@ -1,0 +1,1 @@
+"""The compress stage: pruning with torch-pruning, quantization with onnxruntime."""

@@ -1,0 +1,282 @@
+"""`edgekit quantize`: a bundle's fp32 model.onnx → int8 (static, dynamic) or fp16 variants (onnxruntime)."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import timeit
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from pydantic import BaseModel, ValidationError
+
+from edgekit.bundle import Variant, add_variant, load_eval, read_bundle
+from edgekit.compress import int8
+from edgekit.compress.lean import make_lean
+from edgekit.errors import EdgekitError
+from edgekit.registry import Registry
+from edgekit.runs import atomic_write_bytes
+from edgekit.runtimes import OrtSession
+
+KINDS = Registry("quantization")
+# Operators only a quantized (or converted) model has: quantizing one again would compound the error.
+QUANTIZED_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul", "QLinearAdd",
+}  # fmt: skip
+LEAN_SAMPLE = 64  # eval images on which a lean pass must leave the outputs bit-identical
+
+
+@dataclass
+class Job:
+    """One quantization of one bundle: its fp32 model, eval set, fp32 predictions and a scratch folder."""
+
+    bundle: Path
+    source: Path  # the fp32 model file
+    work: Path
+    input: str
+    fixed_batch: int | None
+    x: np.ndarray
+    y: np.ndarray
+    reference: np.ndarray | None = None  # fp32 top-1 on eval.npz
+    fp32_accuracy: float = 0.0
+    fp32_ms: float | None = None
+
+    def logits(self, model: Path | bytes, x: np.ndarray) -> np.ndarray:
+        """onnxruntime CPU logits; a fixed-batch model gets exactly its batch (the tail padded)."""
+        session = OrtSession(model, ["CPUExecutionProvider"], threads=1)
+        size = self.fixed_batch or 256
+        out = []
+        for start in range(0, len(x), size):
+            chunk = x[start : start + size]
+            padded = np.resize(chunk, (size, *chunk.shape[1:])) if self.fixed_batch else chunk
+            out.append(np.array(session.run(padded), dtype=np.float32)[: len(chunk)])  # a copy: run reuses
+        return np.concatenate(out)
+
+    def predict(self, model: Path | bytes) -> np.ndarray:
+        return self.logits(model, self.x).argmax(1)
+
+    def latency(self, models: dict[str, Path | bytes], repeat: int) -> dict[str, float]:
+        """ms per call at batch 1 (batch N for a fixed-batch model), 1 thread, the models interleaved round
+        by round so that load from other processes falls on all of them alike; the median round counts."""
+        x = np.resize(self.x[:1], (self.fixed_batch or 1, *self.x.shape[1:]))
+        sessions = {name: OrtSession(m, ["CPUExecutionProvider"], threads=1) for name, m in models.items()}
+        timers = {name: timeit.Timer(lambda s=s: s.run(x)) for name, s in sessions.items()}
+        calls = {name: t.autorange()[0] for name, t in timers.items()}  # also the warm-up
+        rounds = {name: [] for name in models}
+        for _ in range(repeat):
+            for name, timer in timers.items():
+                rounds[name].append(timer.timeit(calls[name]) / calls[name] * 1e3)
+        return {name: statistics.median(r) for name, r in rounds.items()}
+
+
+def _int8(job: Job, params: int8.Int8Params, timing_repeat: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    best, candidates, quantizer = int8.choose(job, params, timing_repeat)
+    depthwise = "per-channel" if params.per_channel else "per-channel (override under per-tensor)"
+    weights = "per-channel" if params.per_channel else "per-tensor"
+    calib = len(quantizer.calib)
+    return onnx.load(str(best.file)), {
+        "how": f"{best.format} QDQ, {weights} weights, {params.method} calibration on {calib} train images",
+        "format": best.format,
+        "quant_format": "QDQ",
+        "weights": weights,
+        "depthwise": {"nodes": list(quantizer.depthwise), "weights": depthwise},
+        "method": params.method,
+        "calib_images": calib,
+        "max_drop": params.max_drop,
+        "excluded": best.excluded,
+        "candidates": [c.summary() for c in candidates],
+        "ms": best.ms,
+    }
+
+
+def _dynamic(job: Job, params: BaseModel, timing_repeat: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with int8.quiet():
+        int8.pre_process(job.source, job.work / "pre.onnx")
+        quantize_dynamic(
+            str(job.work / "pre.onnx"), str(job.work / "dynamic.onnx"), weight_type=QuantType.QInt8
+        )
+    how = "int8 weights, activations quantized with ranges computed at each call"
+    return onnx.load(str(job.work / "dynamic.onnx")), {"method": "dynamic", "how": how}
+
+
+def _fp16(job: Job, params: BaseModel, timing_repeat: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings(), int8.quiet():
+        warnings.simplefilter("ignore")  # it warns about values clamped to the fp16 range; accuracy shows it
+        # keep_io_types: float32 input and logits, as edgekit.json's input spec says, for every variant
+        model = convert_float_to_float16(onnx.load(str(job.source)), keep_io_types=True)
+    return model, {"keep_io_types": True, "how": "fp16 weights, float32 input and output"}
+
+
+KINDS.register("int8", int8.Int8Params)(_int8)
+KINDS.register("dynamic")(_dynamic)
+KINDS.register("fp16")(_fp16)
+VARIANTS = {  # kind → (variant name, file, dtype)
+    "int8": ("int8", "model.int8.onnx", "int8"),
+    "dynamic": ("int8-dynamic", "model.int8-dynamic.onnx", "int8"),
+    "fp16": ("fp16", "model.fp16.onnx", "float16"),
+}
+
+
+def quantize_bundle(
+    path: Path,
+    kind: str = "int8",
+    force: bool = False,
+    console=None,
+    timing_repeat: int = 5,
+    **options: Any,
+) -> dict[str, Any]:
+    """Add the `kind` variant (int8, dynamic, fp16) of the bundle's fp32 model to the bundle.
+
+    `options` are the kind's own (int8: calib, method, max_drop, format, per_channel). Returns the report
+    that is also printed: accuracy before/after on eval.npz, top-1 agreement with fp32, size, speed.
+    """
+    entry = KINDS.get(kind, "quantize")
+    params = _params(entry, options)
+    meta, paths = read_bundle(path)
+    name, file, dtype = VARIANTS[kind]
+    out = Path(path) / file
+    if (out.exists() or name in meta.variants) and not force:
+        raise EdgekitError(f"{out}: already exists; pass --force to replace it")
+    check_float(paths.model)
+    x, y = load_eval(path)
+    fixed = meta.input.shape[0] if isinstance(meta.input.shape[0], int) else None
+    with tempfile.TemporaryDirectory(prefix="edgekit-quantize-") as work:
+        job = Job(Path(path), paths.model, Path(work), meta.input.name, fixed, x, y)
+        job.reference = job.predict(paths.model)
+        job.fp32_accuracy = float((job.reference == y).mean())
+        model, details = entry.fn(job, params, timing_repeat)
+        sample = np.resize(x, (fixed, *x.shape[1:])) if fixed else x[:LEAN_SAMPLE]  # the batch it takes
+        model, lean = make_lean(model, sample, Path(work))
+        data = model.SerializeToString()
+        predicted = job.predict(data)
+        if details.get("ms") is None:  # int8 timed its candidates already
+            times = job.latency({"fp32": paths.model, name: data}, timing_repeat)
+            job.fp32_ms, details["ms"] = times["fp32"], times[name]
+    report = _report(job, meta, name, file, data, predicted, details, lean)
+    _write(Path(path), name, Variant(file=file, bytes=len(data), dtype=dtype, source="fp32"), data, report)
+    for line in _lines(report) if console is not None else []:
+        console.print(line, highlight=False)
+    return report
+
+
+def _write(bundle: Path, name: str, variant: Variant, data: bytes, report: dict[str, Any]) -> None:
+    """The model file (atomically), then its entry in edgekit.json with how it was made and measured."""
+    out = bundle / variant.file
+    atomic_write_bytes(out, lambda f: f.write(data))
+    out.chmod(0o644)  # like the rest of the bundle (the temporary file was owner-only)
+    measured = {k: report[k] for k in ("accuracy", "agreement", "drop", "speed", "bytes_per_param", "lean")}
+    how = {
+        k: v for k, v in report["details"].items() if k not in ("ms", "candidates", "how")
+    }  # host-specific
+    add_variant(bundle, name, Variant(**variant.model_dump(exclude=set(measured)), **measured, **how))
+
+
+def _params(entry, options: dict[str, Any]) -> BaseModel:
+    """The kind's params from the options given; an option another kind owns is named in the error."""
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return entry.params.model_validate(given)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            flag = "--" + str(err["loc"][0]).replace("_", "-")
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{flag}: not an option of --{entry.name} (only --int8 takes it)")
+            elif err["type"] == "value_error":
+                lines.append(f"{flag}: {err['ctx']['error']}")
+            else:
+                lines.append(f"{flag} {err.get('input')!r}: {err['msg']}")
+        raise EdgekitError("\n".join(lines)) from None
+
+
+def check_float(model_file: Path) -> None:
+    """Refuse a model that is already quantized or converted: quantize starts from fp32."""
+    model = onnx.load(str(model_file), load_external_data=False)
+    found = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
+    half = [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    if found or half:
+        what = f"{', '.join(found)} nodes" if found else "float16 weights"
+        raise EdgekitError(
+            f"{model_file}: already quantized ({what}); quantize starts from an fp32 model.onnx"
+        )
+
+
+def _report(job: Job, meta, name, file, data: bytes, predicted, details, lean) -> dict[str, Any]:
+    accuracy = float((predicted == job.y).mean())
+    fp32_bytes = job.source.stat().st_size
+    speedup = job.fp32_ms / details["ms"] if job.fp32_ms and details["ms"] else None
+    return {
+        "bundle": str(job.bundle),
+        "variant": name,
+        "file": file,
+        "bytes": len(data),
+        "bytes_per_param": len(data) / meta.params if meta.params else None,
+        "fp32_bytes": fp32_bytes,
+        "size_ratio": len(data) / fp32_bytes,
+        "larger_than_fp32": len(data) > fp32_bytes,
+        "accuracy": accuracy,
+        "fp32_accuracy": job.fp32_accuracy,
+        "drop": (job.fp32_accuracy - accuracy) * 100,
+        "agreement": float((predicted == job.reference).mean()),
+        "images": len(job.y),
+        "speed": {
+            "fp32_ms": job.fp32_ms,
+            "ms": details["ms"],
+            "speedup": speedup,
+            "threads": 1,
+            "batch": job.fixed_batch or 1,
+        },
+        "lean": lean,
+        "details": details,
+        "variants": {  # every variant of the bundle, this one included, with its bytes per parameter
+            **{k: v.bytes / meta.params for k, v in meta.variants.items() if meta.params},
+            name: len(data) / meta.params if meta.params else None,
+        },
+    }
+
+
+def _lines(r: dict[str, Any]) -> list[str]:
+    """The report as the command prints it."""
+    d, s = r["details"], r["speed"]
+    lines = [
+        f"[bold]{r['bundle']}[/] → {r['file']} ({d['how']})",
+        f"  accuracy on {r['images']} eval images: fp32 {r['fp32_accuracy']:.2%} → {r['variant']} "
+        f"{r['accuracy']:.2%} (drop {r['drop']:.2f} points); top-1 agreement with fp32 {r['agreement']:.2%}",
+    ]
+    for c in d.get("candidates", []):
+        ms = f"{c['ms']:.4f} ms" if c["ms"] is not None else "not timed (over --max-drop)"
+        lines.append(
+            f"  candidate {c['format']}: accuracy {c['accuracy']:.2%}, drop {c['drop']:.2f}, agreement "
+            f"{c['agreement']:.2%}, {len(c['excluded'])} nodes kept fp32, {ms}"
+        )
+    if "excluded" in d:
+        kept = ", ".join(d["excluded"]) or "none"
+        lines.append(f"  nodes kept fp32 to stay within --max-drop {d['max_drop']:g}: {kept}")
+    if d.get("depthwise", {}).get("nodes"):
+        lines.append(
+            f"  depthwise convs ({len(d['depthwise']['nodes'])}): weights {d['depthwise']['weights']}"
+        )
+    if s["speedup"]:
+        faster = s["speedup"] > 1
+        verdict = f"{s['speedup']:.2f}× faster" if faster else f"no speed-up ({1 / s['speedup']:.2f}× slower)"
+        lines.append(
+            f"  speed here (onnxruntime CPU, 1 thread, batch {s['batch']}): fp32 {s['fp32_ms']:.4f} ms, "
+            f"{r['variant']} {s['ms']:.4f} ms: {verdict}"
+        )
+    per_param = ", ".join(f"{k} {v:.2f}" for k, v in r["variants"].items())
+    lines.append(f"  size: {r['bytes']:,} bytes, {r['size_ratio']:.2f}× fp32; bytes/param: {per_param}")
+    if r["larger_than_fp32"]:
+        lines.append(
+            f"[yellow]warning:[/] {r['file']} ({r['bytes']:,} bytes) is larger than fp32 model.onnx "
+            f"({r['fp32_bytes']:,} bytes): at this size the ONNX container outweighs the weights"
+        )
+    return lines

@@ -1,0 +1,293 @@
+"""Sweep files (wandb's sweep format + `recipe:`): schema, search space, the trials of grid/random search."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekit.errors import EdgekitError
+from edgekit.recipe import _describe, load
+from edgekit.registry import Registry
+
+# What a trial's summary.json holds that a sweep can rank by.
+METRICS = ("val_acc", "test_acc", "test_loss", "best_val")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Metric(Strict):
+    name: Literal[METRICS] = "val_acc"
+    # wandb's default goal is minimize; ours follows the metric, and the wandb config always states it.
+    goal: Literal["maximize", "minimize"] | None = None
+
+    @model_validator(mode="after")
+    def _goal_from_name(self) -> Metric:
+        if self.goal is None:
+            self.goal = "minimize" if self.name.endswith("loss") else "maximize"
+        return self
+
+
+class SweepFile(Strict):
+    recipe: str  # the base recipe, relative to the sweep file
+    method: str
+    metric: Metric = Field(default_factory=Metric)
+    parameters: dict[str, dict[str, Any]] = Field(min_length=1)
+    count: int | None = Field(None, ge=1)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    description: str | None = None
+    sampler_seed: int = 0  # random search draws the same trials every time, so a sweep can resume
+
+
+# ---------------------------------------------------------------------------------------- distributions
+# wandb's parameter distributions that local search can draw from: each one's params class checks the
+# keys it needs (min/max, values, mu/sigma, ...), and its function draws one value.
+DISTRIBUTIONS = Registry("distribution")
+
+
+class Constant(Strict):
+    value: Any
+
+
+class Categorical(Strict):
+    values: list[Any] = Field(min_length=1)
+    probabilities: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _one_per_value(self) -> Categorical:
+        p = self.probabilities
+        if p is not None and (len(p) != len(self.values) or abs(sum(p) - 1) > 1e-6 or min(p) < 0):
+            raise ValueError(f"probabilities {p} must be one per value, non-negative, summing to 1")
+        return self
+
+
+class Range(Strict):
+    min: float
+    max: float
+    q: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+class IntRange(Range):
+    min: int
+    max: int
+
+
+class Normal(Strict):
+    mu: float = 0.0
+    sigma: float = Field(1.0, gt=0)
+    q: float = Field(1.0, gt=0)
+
+
+def _q(x: float, q: float) -> float:
+    return round(round(x / q) * q, 10)
+
+
+def _log(p: Range, rng) -> float:
+    return math.exp(rng.uniform(math.log(p.min), math.log(p.max)))
+
+
+_DRAWS = {
+    "constant": (Constant, lambda p, rng: p.value),
+    "categorical": (Categorical, lambda p, rng: p.values[rng.choice(len(p.values), p=p.probabilities)]),
+    "int_uniform": (IntRange, lambda p, rng: int(rng.integers(p.min, p.max + 1))),
+    "uniform": (Range, lambda p, rng: float(rng.uniform(p.min, p.max))),
+    "q_uniform": (Range, lambda p, rng: _q(rng.uniform(p.min, p.max), p.q)),
+    # wandb: log_uniform takes min/max as natural logs, *_values takes the values themselves.
+    "log_uniform": (Range, lambda p, rng: math.exp(rng.uniform(p.min, p.max))),
+    "log_uniform_values": (Range, _log),
+    "q_log_uniform_values": (Range, lambda p, rng: _q(_log(p, rng), p.q)),
+    "normal": (Normal, lambda p, rng: float(rng.normal(p.mu, p.sigma))),
+    "q_normal": (Normal, lambda p, rng: _q(rng.normal(p.mu, p.sigma), p.q)),
+    "log_normal": (Normal, lambda p, rng: math.exp(rng.normal(p.mu, p.sigma))),
+}
+for _name, (_params, _draw) in _DRAWS.items():
+    DISTRIBUTIONS.register(_name, _params)(_draw)
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str  # dotted recipe key
+    distribution: str
+    options: BaseModel
+
+    def draw(self, rng: np.random.Generator) -> Any:
+        return DISTRIBUTIONS.get(self.distribution).fn(self.options, rng)
+
+
+def _infer(raw: dict[str, Any]) -> str:
+    """wandb's rule for a parameter without `distribution:`."""
+    if "value" in raw:
+        return "constant"
+    if "values" in raw:
+        return "categorical"
+    if isinstance(raw.get("min"), int) and isinstance(raw.get("max"), int):
+        return "int_uniform"
+    return "uniform"
+
+
+def _param(key: str, raw: dict[str, Any], source: str) -> Param:
+    where = f"{source}: parameters.{key}"
+    if key == "name":
+        raise EdgekitError(f"{where}: the run name is set per trial; remove this parameter")
+    options = dict(raw)
+    name = options.pop("distribution", None) or _infer(raw)
+    entry = DISTRIBUTIONS.get(str(name), f"{where}.distribution")
+    try:
+        return Param(key, entry.name, entry.params.model_validate(options))
+    except ValidationError as e:
+        raise EdgekitError(_describe(e, entry.params, ("parameters", key), source)) from None
+
+
+# -------------------------------------------------------------------------------------------- methods
+# Each search method turns the parameters into the list of trials (dicts of dotted key → value).
+METHODS = Registry("sweep method")
+
+
+@METHODS.register("grid")
+def _grid(params: list[Param], count: int | None, seed: int, source: str) -> list[dict[str, Any]]:
+    for p in params:
+        if p.distribution not in ("constant", "categorical"):
+            raise EdgekitError(
+                f"{source}: parameters.{p.key}: grid search needs `values: [...]` (or `value:`), "
+                f"not distribution '{p.distribution}'; use method: random to sample it"
+            )
+    choices = [p.options.values if p.distribution == "categorical" else [p.options.value] for p in params]
+    trials = [dict(zip([p.key for p in params], combo, strict=True)) for combo in itertools.product(*choices)]
+    return trials[:count] if count else trials
+
+
+@METHODS.register("random")
+def _random(params: list[Param], count: int | None, seed: int, source: str) -> list[dict[str, Any]]:
+    if count is None:
+        raise EdgekitError(f"{source}: method 'random' needs a number of trials: count: N, or --count N")
+    rng = np.random.default_rng(seed)
+    # One draw after another from one generator: a larger count keeps the earlier trials.
+    return [{p.key: p.draw(rng) for p in params} for _ in range(count)]
+
+
+@METHODS.register("bayes")
+def _bayes(params: list[Param], count: int | None, seed: int, source: str) -> list[dict[str, Any]]:
+    raise EdgekitError(
+        f"{source}: method 'bayes' needs wandb's sweep server: run it with --wandb, "
+        "or use method: grid or random locally"
+    )
+
+
+# --------------------------------------------------------------------------------------------- sweeps
+@dataclass(frozen=True)
+class Trial:
+    name: str
+    params: dict[str, Any]
+
+    def overrides(self) -> list[str]:
+        return [f"{k}={yaml_scalar(v)}" for k, v in self.params.items()]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: Path
+    file: SweepFile
+    params: list[Param]
+
+    @property
+    def name(self) -> str:
+        return self.file.name or self.path.stem
+
+    @property
+    def recipe_path(self) -> Path:
+        return Path(os.path.normpath(self.path.parent / self.file.recipe))
+
+    @property
+    def varying(self) -> list[str]:
+        """The keys that differ between trials (constants stay out of names and tables)."""
+        return [p.key for p in self.params if p.distribution != "constant"]
+
+    def trial(self, params: dict[str, Any], prefix: str) -> Trial:
+        return Trial(trial_name({k: params[k] for k in self.varying}, prefix), params)
+
+    def trials(self, count: int | None = None) -> list[Trial]:
+        """The trials of local search, named by index and values, each checked as a recipe."""
+        draws = METHODS.get(self.file.method).fn(
+            self.params, count or self.file.count, self.file.sampler_seed, str(self.path)
+        )
+        width = max(2, len(str(len(draws) - 1)))
+        trials = [self.trial(p, f"{i:0{width}d}") for i, p in enumerate(draws)]
+        for t in trials:
+            check_trial(self, t)
+        return trials
+
+    def check_space(self) -> None:
+        """For wandb's search: load one drawn trial, and every listed value of each parameter with it."""
+        base = {p.key: p.draw(np.random.default_rng(self.file.sampler_seed)) for p in self.params}
+        for p in self.params:
+            for value in p.options.values if p.distribution == "categorical" else [base[p.key]]:
+                params = {**base, p.key: value}
+                check_trial(self, self.trial(params, "check"))
+
+
+def read(path: Path) -> Sweep:
+    """Read and validate a sweep file; its base recipe must exist and load."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"{path}: no such sweep file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise EdgekitError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise EdgekitError(f"{path}: expected a mapping with recipe, method, metric, parameters")
+    try:
+        file = SweepFile.model_validate(raw)
+    except ValidationError as e:
+        raise EdgekitError(_describe(e, SweepFile, (), str(path))) from None
+    METHODS.get(file.method, f"{path}: method")
+    sweep = Sweep(path, file, [_param(k, v, str(path)) for k, v in file.parameters.items()])
+    if not sweep.recipe_path.is_file():
+        raise EdgekitError(f"{path}: recipe: {sweep.recipe_path}: no such recipe file")
+    return sweep
+
+
+def check_trial(sweep: Sweep, trial: Trial) -> None:
+    """Load the base recipe with the trial's values, so a bad key or value stops the sweep before it runs."""
+    try:
+        load(sweep.recipe_path, trial.overrides())
+    except EdgekitError as e:
+        raise EdgekitError(f"{sweep.path}: trial {trial.name}: {e}") from None
+
+
+def yaml_scalar(value: Any) -> str:
+    """`value` as override text that the recipe's YAML parsing reads back unchanged."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf).strip()
+    return text.removesuffix("\n...").strip()
+
+
+def trial_name(params: dict[str, Any], prefix: str) -> str:
+    """`03_lr-0.01_weight_decay-0.0005`: the prefix keeps names unique, the values make them readable."""
+    last = [k.rsplit(".", 1)[-1] for k in params]
+    keys = [s if last.count(s) == 1 else k for s, k in zip(last, params, strict=True)]
+    parts = [f"{k}-{_short(v)}" for k, v in zip(keys, params.values(), strict=True)]
+    return re.sub(r"[^A-Za-z0-9._-]", "", "_".join([prefix, *parts]))[:100]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "x".join(_short(v) for v in value)
+    return str(value)

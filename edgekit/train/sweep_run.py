@@ -1,0 +1,240 @@
+"""Runs a sweep: local trials as resumable `edgekit train` processes, or wandb agents across machines."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from edgekit.errors import EdgekitError
+from edgekit.recipe import load
+from edgekit.runs import RECIPE_FILE, load_checkpoint, write_json
+from edgekit.train import sweep_report
+from edgekit.train.sweep import Sweep, Trial, read
+
+INDEX_FILE = "sweep.json"
+DONE = ("finished", "early stop", "diverged")  # a diverged trial would diverge again: not rerun
+
+
+def run(
+    path: Path,
+    runs_dir: Path,
+    console: Console,
+    parallel: int = 1,
+    count: int | None = None,
+    use_wandb: bool = False,
+    agents: int = 1,
+    join: str | None = None,
+) -> list[dict[str, Any]]:
+    """`edgekit sweep`: local search by default; --wandb creates a wandb sweep; --join runs one agent."""
+    if join is not None:
+        return join_wandb(read(path), join, runs_dir, count, console)
+    if use_wandb:
+        if parallel != 1:
+            raise EdgekitError(f"--parallel {parallel}: for local sweeps; with --wandb use --agents N")
+        return start_wandb(read(path), runs_dir, agents, count, console)
+    if agents != 1:
+        raise EdgekitError(
+            f"--agents {agents}: runs wandb agents, add --wandb (local sweeps use --parallel N)"
+        )
+    return local(read(path), runs_dir, parallel, count, console)
+
+
+# ---------------------------------------------------------------------------------------------- local
+def local(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, console: Console) -> list:
+    trials = sweep.trials(count)  # every trial's recipe is checked here, before anything is written
+    sweep_dir = runs_dir / sweep.name
+    claim(sweep_dir, sweep, trials)
+    todo = [(t, s) for t in trials if (s := trial_state(sweep_dir / t.name)) != "done"]
+    env = _env(parallel)
+    resumed = sum(state == "resume" for _, state in todo)
+    console.print(
+        f"sweep [bold]{sweep.name}[/]: {len(trials)} trials ({sweep.file.method}), "
+        f"{len(trials) - len(todo)} already done; running {len(todo)} ({resumed} resumed), {parallel} at a "
+        f"time with {env['OMP_NUM_THREADS']} threads each → {sweep_dir} (logs in {sweep_dir / 'logs'})"
+    )
+    failed = _run_all(
+        [(t, _command(sweep, sweep_dir, t, s)) for t, s in todo], sweep_dir, env, parallel, console
+    )
+    found = sweep_report.write(sweep_dir, sweep, console)
+    if failed:
+        logs = ", ".join(str(sweep_dir / "logs" / f"{name}.log") for name in failed)
+        raise EdgekitError(f"{sweep_dir}: {len(failed)} of {len(trials)} trials failed; see {logs}")
+    return found
+
+
+def trial_state(folder: Path) -> str:
+    """new, done, resume (a checkpoint to continue from) or restart (killed before its first epoch)."""
+    if not folder.exists():
+        return "new"
+    summary_file = folder / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    if sweep_report.status(summary) in DONE:
+        return "done"
+    if (folder / "last.pt").is_file():
+        epochs = yaml.safe_load((folder / RECIPE_FILE).read_text())["train"]["epochs"]
+        # Stopped after its last checkpoint but before its summary: nothing is left to train.
+        return "done" if load_checkpoint(folder / "last.pt")["epoch"] >= epochs else "resume"
+    return "restart"
+
+
+def _command(sweep: Sweep, sweep_dir: Path, trial: Trial, state: str) -> list[str]:
+    edgekit = [sys.executable, "-m", "edgekit", "train"]
+    if state == "resume":
+        return [*edgekit, "--resume", str(sweep_dir / trial.name)]
+    if state == "restart":  # no checkpoint was written: nothing in it to keep, and the name is the trial's
+        shutil.rmtree(sweep_dir / trial.name)
+    # Local trials stay off wandb unless the sweep itself sets track.wandb.
+    quiet = [] if "track.wandb" in trial.params else ["track.wandb=disabled"]
+    overrides = [*trial.overrides(), f"name={trial.name}", *quiet]
+    return [*edgekit, str(sweep.recipe_path), *overrides, "--runs-dir", str(sweep_dir)]
+
+
+def claim(sweep_dir: Path, sweep: Sweep, trials: list[Trial]) -> None:
+    """Record what this sweep folder holds; refuse to mix in trials of a changed sweep file or recipe."""
+    index = sweep_dir / INDEX_FILE
+    space = json.loads(json.dumps({**to_wandb(sweep), "run_cap": None, "seed": sweep.file.sampler_seed}))
+    base = load(sweep.recipe_path).model_dump(mode="json")
+    if index.is_file():
+        old = json.loads(index.read_text())
+        if old["space"] != space or old["recipe"] != base:
+            what = "sweep file" if old["space"] != space else f"base recipe {sweep.recipe_path}"
+            raise EdgekitError(
+                f"{sweep_dir}: was started with a different {what}; to keep both, set a new name: in "
+                f"{sweep.path} or pass --runs-dir"
+            )
+        trials_done = old["trials"]
+    elif sweep_dir.exists() and any(sweep_dir.iterdir()):
+        raise EdgekitError(
+            f"{sweep_dir}: exists and is not a sweep folder (no {INDEX_FILE}); pass --runs-dir"
+        )
+    else:
+        trials_done = {}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    listed = {**trials_done, **{t.name: t.params for t in trials}}
+    write_json(index, {"space": space, "recipe": base, "trials": listed})
+
+
+def _env(processes: int) -> dict[str, str]:
+    """Divide the cores among the processes: torch in each would otherwise start one thread per core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = str(max(1, cores // processes))
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+
+
+def _run_all(jobs: list, sweep_dir: Path, env: dict, parallel: int, console: Console) -> list[str]:
+    """Run the trial commands `parallel` at a time; returns the names of the trials that failed."""
+    (sweep_dir / "logs").mkdir(exist_ok=True)
+    stop, failed = threading.Event(), []
+    pool = ThreadPoolExecutor(parallel)
+    try:
+        futures = {
+            pool.submit(_run_one, cmd, sweep_dir / "logs" / f"{t.name}.log", env, stop): t for t, cmd in jobs
+        }
+        for n, future in enumerate(as_completed(futures), 1):
+            trial, code = futures[future], future.result()
+            summary = sweep_dir / trial.name / "summary.json"
+            state = sweep_report.status(json.loads(summary.read_text()) if summary.is_file() else None)
+            if code != 0 and state not in DONE:  # a diverged trial exits with an error but is done
+                failed.append(trial.name)
+                state = f"failed (exit code {code})"
+            console.print(f"[{n}/{len(jobs)}] {trial.name}: {state}", highlight=False)
+    except KeyboardInterrupt:
+        # The running trials got the same Ctrl-C and write their summaries; start no more and wait for them.
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        console.print("sweep interrupted: run the same command again to resume it")
+        raise
+    pool.shutdown()
+    return failed
+
+
+def _run_one(cmd: list[str], log: Path, env: dict, stop: threading.Event) -> int | None:
+    if stop.is_set():
+        return None
+    with log.open("a") as f:
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False).returncode
+
+
+# ---------------------------------------------------------------------------------------------- wandb
+def to_wandb(sweep: Sweep) -> dict[str, Any]:
+    """The sweep as wandb's config: `recipe` and `sampler_seed` are edgekit's; `count` becomes `run_cap`."""
+    f = sweep.file
+    config: dict[str, Any] = {
+        "name": sweep.name,
+        "method": f.method,
+        "metric": {"name": f.metric.name, "goal": f.metric.goal},
+        "parameters": {k: dict(v) for k, v in f.parameters.items()},
+    }
+    if f.description:
+        config["description"] = f.description
+    if f.count:
+        config["run_cap"] = f.count
+    return config
+
+
+def start_wandb(sweep: Sweep, runs_dir: Path, agents: int, count: int | None, console: Console) -> list:
+    """Create the sweep on wandb's server and run `agents` local agents, one process each."""
+    import wandb
+
+    sweep.check_space()
+    track = load(sweep.recipe_path).track
+    config = to_wandb(sweep)
+    if count:
+        config["run_cap"] = count
+    sweep_id = wandb.sweep(config, entity=track.entity, project=track.project)
+    join = f"edgekit sweep {sweep.path} --join {sweep_id}"
+    console.print(f"wandb sweep [bold]{sweep_id}[/] ({track.project}); more agents, on any machine: {join}")
+    sweep_dir = runs_dir / sweep.name
+    (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "edgekit", "sweep", str(sweep.path), "--join", sweep_id]
+    cmd += ["--runs-dir", str(runs_dir), *(["--count", str(count)] if count else [])]
+    env = _env(agents)
+    logs = [sweep_dir / "logs" / f"agent-{i}.log" for i in range(agents)]
+    codes = [p.wait() for p in [spawn(cmd, log if agents > 1 else None, env) for log in logs]]
+    found = sweep_report.write(sweep_dir, sweep, console)
+    if any(codes):
+        raise EdgekitError(f"sweep {sweep_id}: {sum(c != 0 for c in codes)} of {agents} agents failed")
+    return found
+
+
+def spawn(cmd: list[str], log: Path | None, env: dict) -> subprocess.Popen:
+    """One agent process; with several, each writes to its own log rather than interleaving."""
+    out = log.open("a") if log is not None else None
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env)
+
+
+def join_wandb(sweep: Sweep, sweep_id: str, runs_dir: Path, count: int | None, console: Console) -> list:
+    """One wandb agent in this process: each trial wandb hands out trains through `edgekit train`'s code."""
+    import wandb
+
+    track = load(sweep.recipe_path).track
+    trial = functools.partial(agent_trial, sweep, runs_dir, console)
+    wandb.agent(sweep_id, function=trial, entity=track.entity, project=track.project, count=count)
+    sweep_dir = runs_dir / sweep.name
+    if not sweep_dir.is_dir():
+        return []
+    return sweep_report.write(sweep_dir, sweep, console)
+
+
+def agent_trial(sweep: Sweep, runs_dir: Path, console: Console) -> Path:
+    """The function a wandb agent calls per trial: its values from the agent's run, a run folder as usual."""
+    import wandb
+
+    from edgekit.train import run as train
+
+    run = wandb.init()  # inside an agent: the run wandb made for this trial, with its values in config
+    params = {key: run.config[key] for key in sweep.file.parameters}
+    trial = sweep.trial(params, run.id)
+    overrides = [*trial.overrides(), f"name={trial.name}", "track.wandb=online"]
+    return train.start(sweep.recipe_path, overrides, runs_dir / sweep.name, console)

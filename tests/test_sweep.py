@@ -1,0 +1,291 @@
+"""`edgekit sweep`: local grid/random trials as run folders, resume, ranking, bad input, wandb (mocked)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from edgekit.train import run as train_run
+from edgekit.train import sweep, sweep_run
+from edgekit.train.track import Tracker
+
+ROOT = Path(__file__).parent.parent
+runner = CliRunner()
+
+
+def _sweep_file(tmp_path: Path, name: str = "s", **fields) -> Path:
+    """A sweep over lenet_2k made tiny (4-8 channels, 2 epochs) so each trial takes a second or two."""
+    spec = {
+        "recipe": str(ROOT / "recipes" / "lenet_2k.yaml"),
+        "method": "grid",
+        "metric": {"name": "val_acc", "goal": "maximize"},
+        "parameters": {
+            "train.optimizer.lr": {"values": [0.05, 0.3]},
+            "train.epochs": {"value": 2},
+            "model.channels": {"value": [4, 8]},
+        },
+    } | fields
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    """Ctrl-C as the second epoch is logged: last.pt holds epoch 1, summary.json says interrupted."""
+    log = Tracker.log
+
+    def log_then_stop(self, row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        log(self, row)
+
+    monkeypatch.setattr(Tracker, "log", log_then_stop)
+
+
+def test_local_sweep_resumes_a_killed_trial_ranks_and_never_reruns_finished_ones(tmp_path, monkeypatch):
+    path, runs = _sweep_file(tmp_path), tmp_path / "runs"
+    s = sweep.read(path)
+    first, second = (runs / "s" / t.name for t in s.trials())
+    assert (first.name, second.name) == ("00_lr-0.05", "01_lr-0.3")
+
+    # A sweep was started and killed (as by Ctrl-C) during the second trial's epoch 2.
+    sweep_run.claim(runs / "s", s, s.trials())
+    trial = s.trials()[1]
+    with monkeypatch.context() as m:
+        _interrupt_after_first_epoch(m)
+        with pytest.raises(KeyboardInterrupt):
+            overrides = [*trial.overrides(), f"name={trial.name}", "track.wandb=disabled"]
+            train_run.start(s.recipe_path, overrides, runs / "s", Console(quiet=True))
+    assert sweep_run.trial_state(first) == "new" and sweep_run.trial_state(second) == "resume"
+
+    result = runner.invoke(app, ["sweep", str(path), "--parallel", "2", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert "0 already done; running 2 (1 resumed)" in result.output
+    for run_dir in (first, second):
+        assert json.loads((run_dir / "summary.json").read_text())["stopped"] == "finished"
+        assert (run_dir / "best.pt").is_file() and (run_dir / "metrics.csv").is_file()
+    history = [json.loads(line) for line in (second / "history.jsonl").read_text().splitlines()]
+    assert [h["resumed_at_epoch"] for h in history] == [1]  # continued from its checkpoint, not restarted
+    assert not (first / "history.jsonl").exists()
+
+    rows = list(csv.DictReader((runs / "s" / "sweep.csv").open()))
+    best_first = sorted([first, second], key=lambda run_dir: -_val(run_dir))
+    assert [r["trial"] for r in rows] == [run_dir.name for run_dir in best_first]
+    assert [r["rank"] for r in rows] == ["1", "2"]
+    assert {r["train.optimizer.lr"] for r in rows} == {"0.05", "0.3"}
+    assert all(int(r["params"]) > 0 and int(r["macs"]) > 0 for r in rows)
+    assert (runs / "s" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ranked by val_acc" in result.output and "MACs" in result.output
+
+    mtimes = [(d / "last.pt").stat().st_mtime_ns for d in (first, second)]
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs)])
+    assert result.exit_code == 0 and "2 already done; running 0 (0 resumed)" in result.output
+    assert [(d / "last.pt").stat().st_mtime_ns for d in (first, second)] == mtimes  # nothing rerun
+
+
+def _val(run_dir: Path) -> float:
+    return json.loads((run_dir / "summary.json").read_text())["val_acc"]
+
+
+def test_trial_states(tmp_path):
+    assert sweep_run.trial_state(tmp_path / "none") == "new"
+    (tmp_path / "made").mkdir()
+    (tmp_path / "made" / "recipe.yaml").write_text("{}")
+    assert sweep_run.trial_state(tmp_path / "made") == "restart"  # killed before its first checkpoint
+    diverged = {"stopped": "loss became nan at epoch 3; stopped", "epochs": 2}
+    (tmp_path / "made" / "summary.json").write_text(json.dumps(diverged))
+    assert sweep_run.trial_state(tmp_path / "made") == "done"
+
+
+def test_trial_commands(tmp_path):
+    s, sweep_dir = sweep.read(_sweep_file(tmp_path)), tmp_path / "runs" / "s"
+    trial = s.trials()[1]
+    (sweep_dir / trial.name).mkdir(parents=True)
+    (sweep_dir / trial.name / "recipe.yaml").write_text("{}")
+    cmd = sweep_run._command(s, sweep_dir, trial, "restart")
+    assert not (sweep_dir / trial.name).exists()  # it had no checkpoint: started again under its own name
+    assert cmd[1:4] == ["-m", "edgekit", "train"] and cmd[4] == str(s.recipe_path)
+    assert cmd[5:] == [
+        "train.optimizer.lr=0.3",
+        "train.epochs=2",
+        "model.channels=[4, 8]",
+        f"name={trial.name}",
+        "track.wandb=disabled",
+        "--runs-dir",
+        str(sweep_dir),
+    ]
+    assert sweep_run._command(s, sweep_dir, trial, "resume")[4:] == ["--resume", str(sweep_dir / trial.name)]
+
+
+def test_grid_random_and_names(tmp_path):
+    path = _sweep_file(
+        tmp_path,
+        method="random",
+        count=5,
+        parameters={
+            "train.optimizer.lr": {"distribution": "log_uniform_values", "min": 0.001, "max": 0.1},
+            "model.channels": {"values": [[4, 8], [8, 16]]},
+            "train.epochs": {"min": 1, "max": 3},
+        },
+    )
+    trials = sweep.read(path).trials()
+    assert len(trials) == 5 and trials == sweep.read(path).trials()  # same draws: a sweep can resume
+    assert trials[:3] == sweep.read(path).trials(count=3)  # a smaller count keeps the same first trials
+    assert all(0.001 <= t.params["train.optimizer.lr"] <= 0.1 for t in trials)
+    assert all(t.params["train.epochs"] in (1, 2, 3) for t in trials)
+    assert trials[0].name.startswith("00_lr-") and "_channels-" in trials[0].name
+    assert "model.channels=[4, 8]" in sweep.Trial("x", {"model.channels": [4, 8]}).overrides()
+    grid = sweep.read(_sweep_file(tmp_path, parameters={"model.norm": {"values": ["batch", "group"]}}))
+    assert [t.params for t in grid.trials()] == [{"model.norm": "batch"}, {"model.norm": "group"}]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"method": "grdi"}, "method: unknown sweep method 'grdi' (did you mean 'grid'?)"),
+        ({"parameters": {"train.optimizer.lrr": {"values": [0.1]}}}, "train.optimizer.lrr: unknown key"),
+        ({"parameters": {"model.norm": {"values": ["batch", "bogus"]}}}, "model.norm = 'bogus'"),
+        ({"parameters": {"train.optimizer.lr": {"values": []}}}, "parameters.train.optimizer.lr.values = []"),
+        ({"parameters": {"train.optimizer.lr": {"min": 0.1, "max": 0.5}}}, "grid search needs `values:"),
+        ({"method": "bayes"}, "method 'bayes' needs wandb's sweep server: run it with --wandb"),
+        ({"method": "random"}, "method 'random' needs a number of trials"),
+        ({"metric": {"name": "val_accuracy"}}, "metric.name = 'val_accuracy'"),
+        ({"parameters": {"seed": {"distribution": "unifrom"}}}, "unknown distribution 'unifrom'"),
+        ({"recipes": "x.yaml"}, "recipes: unknown key"),
+        ({"parameters": {"name": {"value": "x"}}}, "parameters.name: the run name is set per trial"),
+    ],
+)
+def test_bad_sweep_files_are_one_line_exit_2_and_write_nothing(tmp_path, fields, message):
+    path = _sweep_file(tmp_path, **fields)
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_options_and_changed_sweep_file(tmp_path):
+    path, runs = _sweep_file(tmp_path), tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(path), "--agents", "2", "--runs-dir", str(runs)])
+    assert result.exit_code == 2 and "--agents 2: runs wandb agents, add --wandb" in result.output
+    result = runner.invoke(app, ["sweep", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "no such sweep file" in result.output
+    # A sweep folder started from another version of the file is not mixed with this one.
+    s = sweep.read(path)
+    sweep_run.claim(runs / "s", s, s.trials())
+    changed = _sweep_file(tmp_path, parameters={"train.optimizer.lr": {"values": [0.01]}})
+    result = runner.invoke(app, ["sweep", str(changed), "--runs-dir", str(runs)])
+    assert result.exit_code == 2 and "was started with a different sweep file" in result.output
+
+
+def test_parallel_trials_divide_the_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert sweep_run._env(2)["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+
+
+# ------------------------------------------------------------------------------------- wandb (mocked)
+class FakeRun:
+    def __init__(self, config: dict):
+        self.id, self.config, self.summary = "r1", FakeConfig(config), {}
+        self.logged, self.finished = [], False
+
+    def log(self, row, step=None):
+        self.logged.append((step, row))
+
+    def finish(self):
+        self.finished = True
+
+
+class FakeConfig(dict):
+    def update(self, values, allow_val_change=False):
+        super().update(values)
+
+
+def _fake_wandb(monkeypatch, trial_config: dict) -> types.SimpleNamespace:
+    calls = types.SimpleNamespace(sweeps=[], agents=[])
+    fake = types.ModuleType("wandb")
+    fake.run = None
+
+    def init(**kwargs):
+        fake.run = fake.run or FakeRun(trial_config)
+        return fake.run
+
+    def agent(sweep_id, function, entity=None, project=None, count=None):
+        calls.agents.append((sweep_id, project, count))
+        function()
+
+    def sweep_(config, entity=None, project=None):
+        calls.sweeps.append((config, entity, project))
+        return "sw42"
+
+    fake.init, fake.agent, fake.sweep, fake.Image = init, agent, sweep_, lambda path: path
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    calls.module = fake
+    return calls
+
+
+def test_translation_to_wandb_config(tmp_path):
+    path = _sweep_file(tmp_path, method="bayes", count=8, description="lr")
+    assert sweep_run.to_wandb(sweep.read(path)) == {
+        "name": "s",
+        "method": "bayes",
+        "metric": {"name": "val_acc", "goal": "maximize"},
+        "parameters": {
+            "train.optimizer.lr": {"values": [0.05, 0.3]},
+            "train.epochs": {"value": 2},
+            "model.channels": {"value": [4, 8]},
+        },
+        "description": "lr",
+        "run_cap": 8,
+    }
+    loss = _sweep_file(tmp_path, "t", metric={"name": "test_loss"})
+    assert sweep_run.to_wandb(sweep.read(loss))["metric"] == {"name": "test_loss", "goal": "minimize"}
+
+
+def test_wandb_creates_the_sweep_and_starts_one_agent_process_each(tmp_path, monkeypatch):
+    calls = _fake_wandb(monkeypatch, {})
+    spawned = []
+
+    def spawn(cmd, log, env):
+        spawned.append((cmd, env["OMP_NUM_THREADS"]))
+        return types.SimpleNamespace(wait=lambda: 0)
+
+    monkeypatch.setattr(sweep_run, "spawn", spawn)
+    path = _sweep_file(tmp_path, method="bayes")
+    args = ["sweep", str(path), "--wandb", "--agents", "2", "--count", "6", "--runs-dir", str(tmp_path / "r")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config, _, project = calls.sweeps[0]
+    assert "recipe" not in config and config["method"] == "bayes" and config["run_cap"] == 6
+    assert project == "edgekit"
+    assert len(spawned) == 2
+    cmd = spawned[0][0]
+    assert cmd[1:4] == ["-m", "edgekit", "sweep"] and cmd[cmd.index("--join") + 1] == "sw42"
+    assert "sw42" in result.output and "--join sw42" in result.output
+    result = runner.invoke(app, ["sweep", str(path), "--wandb", "--parallel", "2"])
+    assert result.exit_code == 2 and "with --wandb use --agents N" in result.output
+
+
+def test_wandb_agent_trial_trains_a_run_folder_through_train(tmp_path, monkeypatch):
+    values = {"train.optimizer.lr": 0.05, "train.epochs": 1, "model.channels": [4, 8]}
+    calls = _fake_wandb(monkeypatch, values)
+    path = _sweep_file(tmp_path)
+    result = runner.invoke(app, ["sweep", str(path), "--join", "sw42", "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert calls.agents == [("sw42", "edgekit", None)]
+    run_dir = tmp_path / "r" / "s" / "r1_lr-0.05"
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 1
+    fake = calls.module.run
+    assert fake.config["track"]["wandb"] == "online" and fake.config["train"]["optimizer"]["lr"] == 0.05
+    assert fake.logged[0][0] == 1 and "val_acc" in fake.logged[0][1]
+    assert "test_acc" in fake.summary and fake.finished

@@ -36,20 +36,31 @@ class OrtSession:
 
     IOBinding wins at every size (and has the shorter tail), so `run` always uses it. We keep the copy of
     each new input into the bound buffer (np.copyto): a real application writes each image there too.
+
+    Session settings (`options`), from `python bench/ort_floor.py export/lenet_2k` (bench/ort_floor.md:
+    lenet_2k and its floor side by side under each setting, 21 interleaved rounds, µs per call, medians;
+    measured at load average ~6 on the 2 cores, so absolute figures are high, the ratios comparable):
+
+        settings                                   wall: lenet_2k  floor  ratio   CPU: lenet_2k  floor  ratio
+        ORT_ENABLE_ALL, CPU arena off (this class)        17.15     8.33  2.06×         11.02    5.23  2.11×
+        ORT_ENABLE_ALL, CPU arena on (ORT default)        17.45     8.35  2.09×         11.40    5.33  2.14×
+        ORT_ENABLE_EXTENDED (no NCHWc kernels)            22.69     8.12  2.79×         14.73    5.34  2.76×
+
+    What is left above the floor is onnxruntime itself: ~0.35 µs per node (a chain of 7 Relu nodes is
+    already 1.5× the floor) for the 7 nodes ORT_ENABLE_ALL makes of lenet_2k (NCHWc Conv+Relu, MaxPool,
+    Conv+Relu, MaxPool, ReorderOutput, Flatten, Gemm), ~0.5 µs once a graph has any intermediate tensor,
+    and ~1 µs of arithmetic. No gain beyond noise, or a loss: intra-op spinning off, per-session threads
+    off, denormals as zero, memory patterns or reuse off, an env-wide arena, a static batch dimension
+    (file or free-dimension override), ceil_mode=0 pools, NCHWc off for ALL, the head rewritten as a
+    2×2 Conv, MatMul+Add, Reshape or Einsum. (The IOBinding table above was taken with the arena on.)
     """
 
     def __init__(self, model: Path | bytes, providers: list[str], threads: int | None):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one per physical core
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: no warnings about unused initializers
         source = str(model) if isinstance(model, Path) else model
         try:
-            self.session = ort.InferenceSession(source, options, providers=providers)
+            self.session = ort.InferenceSession(source, self.options(threads), providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/… classes
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             where = model if isinstance(model, Path) else "model"
@@ -60,6 +71,24 @@ class OrtSession:
         self.dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.output = self.session.get_outputs()[0].name
         self._bound: dict[tuple[int, ...], tuple[Any, np.ndarray, np.ndarray]] = {}
+
+    def options(self, threads: int | None) -> Any:
+        """The SessionOptions every session gets (bench/ort_floor.py overrides this to compare others)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one per physical core
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # ALL adds the NCHWc layout kernels: lenet_2k 2.11× the floor against 2.76× with EXTENDED.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The CPU arena (BFC: a lock, bins, splits and merges) costs more per call than plain malloc for
+        # the one block of intermediates a call allocates (the floor allocates none): lenet_2k/floor fell
+        # by 0.03-0.14 (median 0.07) in each of 8 interleaved A/B runs, e.g. 2.24× → 2.17×; the larger
+        # bundles (mobilenet_tiny, resnet_*, batch 1 and 32) stayed within ±3% either way.
+        options.enable_cpu_mem_arena = False
+        options.log_severity_level = 3  # errors only: no warnings about unused initializers
+        return options
 
     def _bind(self, x: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         """Buffers for this input shape: the output shape comes from one plain run (dynamic axes)."""

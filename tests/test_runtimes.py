@@ -128,3 +128,22 @@ def test_float16_input_is_fed_float16(tmp_path):
     x = np.arange(128, dtype=np.float32).reshape(2, 1, 8, 8) / 128
     got = OrtSession(model, ["CPUExecutionProvider"], 1).run(x)
     np.testing.assert_allclose(got, x.reshape(2, 64)[:, :10], atol=1e-3)
+
+
+def test_sessions_take_their_settings_from_options_which_a_subclass_can_change(tmp_path):
+    """bench/ort_floor.py compares settings by overriding `options` for the model and its floor alike."""
+    linear_model(tmp_path / "model.onnx")
+    saved = tmp_path / "optimized.onnx"
+
+    class Saving(OrtSession):
+        def options(self, threads):
+            options = super().options(threads)
+            options.optimized_model_filepath = str(saved)
+            return options
+
+    session = Saving(tmp_path / "model.onnx", ["CPUExecutionProvider"], 1)
+    assert saved.is_file()  # onnxruntime was given the subclass's options
+    shipped = session.options(1)
+    assert shipped.intra_op_num_threads == 1 and session.options(None).intra_op_num_threads == 0
+    assert shipped.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert not shipped.enable_cpu_mem_arena  # the arena cost lenet_2k 0.3 µs of 9.9 per call

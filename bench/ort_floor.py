@@ -1,0 +1,197 @@
+"""onnxruntime's per-call floor: a bundle's ort-cpu latency against a one-node Identity graph, side by side.
+
+    python bench/ort_floor.py export/lenet_2k                # writes bench/ort_floor.md (--force replaces it)
+    python bench/ort_floor.py export/lenet_2k --rounds 5 --out /tmp/floor.md
+
+The bundle's fp32 model and its floor (`edgekit.bench.run.identity_model`, the graph `edgekit bench` times
+as "ort floor", of the same input shape) are loaded through edgekit's `OrtSession` (the SessionOptions,
+IOBinding and input copy `edgekit bench` uses) and timed alternately, round after round, at batch 1 with
+one thread. Each round takes two clocks: wall time per call (`edgekit.bench.timing.measure`, what bench
+reports) and the thread's CPU time per call, which leaves out the time the thread spent descheduled by
+other processes and so stays comparable on a busy machine. Each entry of SETTINGS (the shipped one
+first, then the alternatives it was chosen over) gets its own model and floor sessions: the floor always
+runs under the same settings as the model. With torch and the bundle's run checkpoint at hand, eager
+PyTorch (the `torch-cpu` runtime) is timed in the same rounds. Every figure is a median over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from edgekit.bench import report  # noqa: E402
+from edgekit.bench.run import identity_model, read_bundle  # noqa: E402
+from edgekit.bench.timing import measure  # noqa: E402
+from edgekit.runtimes import OrtSession, runtime  # noqa: E402
+
+GOAL_FLOOR, GOAL_EAGER = 2.0, 20.0  # issue 3: ort-cpu within 2× of the floor, ≥ 20× faster than eager
+
+
+class ArenaOn(OrtSession):
+    """onnxruntime's default CPU allocator: the BFC arena."""
+
+    def options(self, threads):
+        options = super().options(threads)
+        options.enable_cpu_mem_arena = True
+        return options
+
+
+class Extended(OrtSession):
+    """ORT_ENABLE_EXTENDED: fusions, but none of the NCHWc layout kernels that ALL adds."""
+
+    def options(self, threads):
+        import onnxruntime as ort
+
+        options = super().options(threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        return options
+
+
+METHOD = """\
+Method: the bundle's fp32 `model.onnx` and its floor (the one-node Identity graph `edgekit bench` times
+as "ort floor", same input shape) each loaded through edgekit's `OrtSession` under each setting, so the
+floor always runs under the model's settings, through the same IOBinding call with the same input copy.
+Every candidate is timed once per round, round after round, so a burst of other work lands on all of
+them alike. Wall = `edgekit.bench.timing.measure` (what `edgekit bench` reports: the median of 3 windows
+after a warm-up window); CPU = the thread's CPU time per call, which leaves out time the thread spent
+descheduled by other processes and so stays comparable on a busy machine. The first row is what
+`edgekit.runtimes.OrtSession` ships; the others are the alternatives it was chosen over."""
+
+SETTINGS: dict[str, type[OrtSession]] = {
+    "shipped: ORT_ENABLE_ALL, CPU arena off": OrtSession,
+    "CPU arena on (onnxruntime's default)": ArenaOn,
+    "ORT_ENABLE_EXTENDED": Extended,
+}
+
+
+def cpu_us(fn: Callable[[], object], seconds: float, block: int = 100) -> float:
+    """Thread CPU µs per call of `fn`, repeated for `seconds` of CPU time. The clock is read once per
+    `block` calls: reading it is a system call, about as slow as the floor itself."""
+    start = time.thread_time()
+    calls, end = 0, start + seconds
+    while time.thread_time() < end:
+        for _ in range(block):
+            fn()
+        calls += block
+    return (time.thread_time() - start) / calls * 1e6
+
+
+def timed(fn: Callable[[], object], window_s: float) -> tuple[float, float]:
+    """(wall µs, CPU µs) per call: the median of 3 windows after a warm-up window, then CPU time."""
+    return measure(fn, window_s, 3).ms * 1e3, cpu_us(fn, window_s)
+
+
+def candidates(bundle: Any, x: np.ndarray) -> dict[str, Callable[[], object]]:
+    """name → a call at batch 1: each setting's model and floor, and eager torch where it can run."""
+    model = bundle.path / bundle.meta["variants"]["fp32"]["file"]
+    floor = identity_model(tuple(x.shape[1:]))
+    calls = {}
+    for name, session in SETTINGS.items():
+        for what, source in (("model", model), ("floor", floor)):
+            s = session(source, ["CPUExecutionProvider"], 1)
+            calls[f"{name}|{what}"] = lambda s=s: s.run(x)
+    eager = runtime("torch-cpu")
+    if eager.available(bundle)[0]:
+        s = eager.load(bundle, "fp32", 1)
+        calls["torch-cpu eager|model"] = lambda s=s: s.run(x)
+    return calls
+
+
+def run(bundle_dir: Path, rounds: int, window_s: float) -> dict[str, Any]:
+    bundle = read_bundle(bundle_dir)
+    x = np.ascontiguousarray(bundle.x[:1])
+    calls = candidates(bundle, x)
+    wall: dict[str, list[float]] = {k: [] for k in calls}
+    cpu: dict[str, list[float]] = {k: [] for k in calls}
+    loads = []
+    for r in range(rounds):  # alternating: a burst of other work lands on every candidate alike
+        for name, fn in calls.items():
+            w, c = timed(fn, window_s)
+            wall[name].append(w)
+            cpu[name].append(c)
+        loads.append(os.getloadavg()[0])
+        print(f"round {r + 1}/{rounds}, load {loads[-1]:.2f}", file=sys.stderr)
+    med = statistics.median
+    return {
+        "bundle": bundle.name,
+        "wall": {k: med(v) for k, v in wall.items()},
+        "cpu": {k: med(v) for k, v in cpu.items()},
+        "load": (min(loads), med(loads), max(loads)),
+        "rounds": rounds,
+        "window_s": window_s,
+    }
+
+
+def markdown(res: dict[str, Any]) -> str:
+    wall, cpu, name = res["wall"], res["cpu"], res["bundle"]
+    machine = report.machine_info({}, 1)
+    lines = [
+        f"# onnxruntime per-call floor: {name} against a one-node Identity graph",
+        "",
+        f"`python {report.command_line()}` — {time.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"- CPU: {machine['cpu']}, {machine['cores_usable']} usable cores; load average over the rounds "
+        "{:.2f} min, {:.2f} median, {:.2f} max".format(*res["load"]),
+        f"- software: onnxruntime {machine['onnxruntime']}, numpy {machine['numpy']}, "
+        f"Python {machine['python']}",
+        f"- batch 1, 1 thread; {res['rounds']} alternating rounds; µs per call, median over rounds",
+        "",
+        f"| settings | {name} wall | floor wall | ratio | {name} CPU | floor CPU | ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for setting in SETTINGS:
+        m, f = f"{setting}|model", f"{setting}|floor"
+        lines.append(
+            f"| {setting} | {wall[m]:.2f} | {wall[f]:.2f} | {wall[m] / wall[f]:.2f}× "
+            f"| {cpu[m]:.2f} | {cpu[f]:.2f} | {cpu[m] / cpu[f]:.2f}× |"
+        )
+    shipped = next(iter(SETTINGS))
+    ratio = {c: t[f"{shipped}|model"] / t[f"{shipped}|floor"] for c, t in (("wall", wall), ("CPU", cpu))}
+    verdict = "met" if max(ratio.values()) <= GOAL_FLOOR else "not met"
+    lines += [
+        "",
+        f"- {name} on ort-cpu, shipped settings: {ratio['wall']:.2f}× the floor in wall time, "
+        f"{ratio['CPU']:.2f}× in CPU time (goal ≤ {GOAL_FLOOR:g}×: {verdict}).",
+    ]
+    eager = "torch-cpu eager|model"
+    if eager in cpu:
+        speedup = {c: t[eager] / t[f"{shipped}|model"] for c, t in (("wall", wall), ("CPU", cpu))}
+        ok = "met" if min(speedup.values()) >= GOAL_EAGER else "not met"
+        lines.append(
+            f"- eager PyTorch (torch-cpu): {wall[eager]:.1f} µs wall, {cpu[eager]:.1f} µs CPU; ort-cpu is "
+            f"{speedup['wall']:.1f}× / {speedup['CPU']:.1f}× faster (goal ≥ {GOAL_EAGER:g}×: {ok})."
+        )
+    lines += ["", METHOD]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="a bundle folder, e.g. export/lenet_2k")
+    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (default 15)")
+    parser.add_argument("--window", type=float, default=0.05, help="seconds per timing window")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "ort_floor.md")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args()
+    if args.out.exists() and not args.force:
+        parser.error(f"{args.out}: exists; pass --force to replace it or choose another --out")
+    if args.rounds < 1 or args.window <= 0:
+        parser.error(f"--rounds {args.rounds} / --window {args.window}: both must be positive")
+    text = markdown(run(args.bundle, args.rounds, args.window))
+    print(text)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -94,7 +94,9 @@ def main() -> None:
             rows += student_rows(student, teacher, seeds, args.set, Path(tmp) / student, console)
     command = " ".join(
         ["python bench/distill.py", *args.students, "--seeds", args.seeds]
+        + (["--teacher", str(args.teacher)] if args.teacher else [])
         + (["--set", *args.set] if args.set else [])
+        + (["--out", str(args.out)] if args.out != ROOT / "bench" / "distill.md" else [])
     )
     text = "\n".join(
         [

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from edgekit.errors import EdgekitError
-from edgekit.recipe import _describe
+from edgekit.recipe import describe
 from edgekit.runs import RECIPE_FILE, load_checkpoint
 
 
@@ -82,7 +82,7 @@ def load_pipeline(path: Path) -> PipelineFile:
     try:
         spec = PipelineFile.model_validate(raw)
     except ValidationError as e:
-        raise EdgekitError(_describe(e, PipelineFile, (), str(path))) from None
+        raise EdgekitError(describe(e, PipelineFile, (), str(path))) from None
     for stage in (spec.teacher, spec.student):
         if not (Path(path).parent / stage.recipe).is_file():
             raise EdgekitError(f"{path}: recipe '{stage.recipe}' not found next to the pipeline file")

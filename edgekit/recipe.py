@@ -135,7 +135,7 @@ def validate(raw: dict[str, Any], source: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        raise EdgekitError(_describe(e, Recipe, (), source)) from None
+        raise EdgekitError(describe(e, Recipe, (), source)) from None
     _validate_choices(recipe, source)
     return recipe
 
@@ -242,10 +242,10 @@ def _check(cls: type[BaseModel], values: dict, at: tuple[str, ...], source: str)
     try:
         return cls.model_validate(values)
     except ValidationError as e:
-        raise EdgekitError(_describe(e, cls, at, source)) from None
+        raise EdgekitError(describe(e, cls, at, source)) from None
 
 
-def _describe(error: ValidationError, cls: type[BaseModel], at: tuple[str, ...], source: str) -> str:
+def describe(error: ValidationError, cls: type[BaseModel], at: tuple[str, ...], source: str) -> str:
     """One line per bad field: file, dotted key, bad value, what is allowed."""
     lines = []
     for err in error.errors():

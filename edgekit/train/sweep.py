@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgekit.errors import EdgekitError
-from edgekit.recipe import _describe, load
+from edgekit.recipe import describe, load
 from edgekit.registry import Registry
 
 # What a trial's summary.json holds that a sweep can rank by.
@@ -151,7 +151,7 @@ def _param(key: str, raw: dict[str, Any], source: str) -> Param:
     try:
         return Param(key, entry.name, entry.params.model_validate(options))
     except ValidationError as e:
-        raise EdgekitError(_describe(e, entry.params, ("parameters", key), source)) from None
+        raise EdgekitError(describe(e, entry.params, ("parameters", key), source)) from None
 
 
 # -------------------------------------------------------------------------------------------- methods
@@ -255,7 +255,7 @@ def read(path: Path) -> Sweep:
     try:
         file = SweepFile.model_validate(raw)
     except ValidationError as e:
-        raise EdgekitError(_describe(e, SweepFile, (), str(path))) from None
+        raise EdgekitError(describe(e, SweepFile, (), str(path))) from None
     METHODS.get(file.method, f"{path}: method")
     sweep = Sweep(path, file, [_param(k, v, str(path)) for k, v in file.parameters.items()])
     if not sweep.recipe_path.is_file():

@@ -153,7 +153,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
         node = raw
         *parents, leaf = key.split(".")
         for i, part in enumerate(parents):
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # an absent or null section (e.g. distill: null) gets filled in
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise EdgekitError(f"override '{item}': {'.'.join(parents[: i + 1])} is not a section")
             node = child

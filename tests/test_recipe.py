@@ -133,3 +133,8 @@ def test_switching_dataset_keeps_the_data_sections_own_keys(tmp_path):
     )
     recipe = load(path, ["data.dataset=fashion_mnist"])
     assert recipe.data.augment["rotate"] == 5 and recipe.data.val_fraction == 0.2
+
+
+def test_override_fills_in_a_null_section(tmp_path):
+    path = write(tmp_path / "r.yaml", {"distill": None})
+    assert load(path, ["distill.teacher=runs/t"]).distill.teachers() == ["runs/t"]

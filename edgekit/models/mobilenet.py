@@ -38,6 +38,9 @@ class MobileNetParams(Knobs):
     # output) differs from `expanded` only when conv is standard, since a depthwise conv keeps its width.
     expanded: list[int] | None = None
     mixed: list[int] | None = None
+    # Per block: whether it adds its input; None: when stride 1 and same width. Pruning can leave a
+    # non-residual block with equal widths, and the rebuilt model must not gain a residual there.
+    residual: list[bool] | None = None
 
     @model_validator(mode="after")
     def _lengths_match(self):
@@ -46,7 +49,7 @@ class MobileNetParams(Knobs):
             if isinstance(value, list) and len(value) != len(self.channels):
                 raise ValueError(f"{name} has {len(value)} entries, channels has {len(self.channels)}")
         total = sum(self.per_stage("repeats"))
-        for name in ("expanded", "mixed"):
+        for name in ("expanded", "mixed", "residual"):
             value = getattr(self, name)
             if value is not None and len(value) != total:
                 raise ValueError(f"{name} needs one width per block ({total}), got {len(value)}")
@@ -60,15 +63,20 @@ class MobileNetParams(Knobs):
 class InvertedResidual(nn.Module):
     """1×1 expand → 3×3 (depthwise) → 1×1 linear project; residual when stride 1 and same width."""
 
-    def __init__(self, cin: int, hidden: int, mixed: int, cout: int, stride: int, expand: bool, p):
+    def __init__(self, cin: int, hidden: int, mixed: int, cout: int, stride: int, expand: bool, p, residual):
         super().__init__()
+        possible = stride == 1 and cin == cout
+        if residual and not possible:
+            raise EdgekitError(
+                f"model.residual: a block from {cin} to {cout} channels, stride {stride}, cannot add"
+            )
         if not expand and hidden != cin:
             raise EdgekitError(f"model.expanded: an unexpanded block keeps its width {cin}, got {hidden}")
         # Expansion 1 has nothing to expand (MobileNetV2's first block).
         self.expand = conv_bn_act(cin, hidden, 1, 1, p) if expand else nn.Identity()
         self.mix = depthwise_bn_act(hidden, 3, stride, p, cout=mixed)
         self.project = conv_bn_act(mixed, cout, 1, 1, p, act_=False)
-        self.residual = stride == 1 and cin == cout
+        self.residual = possible if residual is None else residual
 
     def forward(self, x):
         y = self.project(self.mix(self.expand(x)))
@@ -84,6 +92,7 @@ class MobileNet(Classifier):
             "channels": [out_channels(children(s, "block")[-1].project) for s in stages],
             "expanded": [b.mix.conv.in_channels for b in blocks],
             "mixed": [b.mix.conv.out_channels for b in blocks],
+            "residual": [b.residual for b in blocks],
             "last_channels": out_channels(self.features.last),
             "width": 1.0,
         }
@@ -92,6 +101,7 @@ class MobileNet(Classifier):
 def _stages(p: MobileNetParams, cin: int) -> tuple[list[nn.Module], int]:
     expanded = iter(p.expanded) if p.expanded is not None else None
     mixed = iter(p.mixed) if p.mixed is not None else None
+    residual = iter(p.residual) if p.residual is not None else None
     stages = []
     plan = zip(p.channels, p.per_stage("expansion"), p.per_stage("repeats"), p.strides, strict=True)
     for channels, t, repeats, stride in plan:
@@ -99,7 +109,9 @@ def _stages(p: MobileNetParams, cin: int) -> tuple[list[nn.Module], int]:
         for j in range(repeats):
             hidden = scale(next(expanded), p) if expanded is not None else cin * t
             mid = scale(next(mixed), p) if mixed is not None else hidden
-            blocks.append(InvertedResidual(cin, hidden, mid, cout, stride if j == 0 else 1, t != 1, p))
+            adds = next(residual) if residual is not None else None
+            s = stride if j == 0 else 1
+            blocks.append(InvertedResidual(cin, hidden, mid, cout, s, t != 1, p, adds))
             cin = cout
         stages.append(chain(blocks, p, prefix="block"))
     return stages, cin

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from torch import nn
 
+from edgekit.errors import EdgekitError
 from edgekit.models.contract import MODELS, Classifier
 from edgekit.models.layers import (
     Knobs,
@@ -36,6 +37,9 @@ class ResNetParams(Knobs):
     # Width between the two convs of each block, in block order; None: the stage's channels. Pruning
     # narrows these independently of the stage outputs (which the residual adds tie together).
     mid: list[int] | None = None
+    # Per block: whether the shortcut is a 1×1 conv projection; None: when the stride or width changes.
+    # Pruning can leave a projected block with equal widths, and the rebuilt model must keep its conv.
+    projection: list[bool] | None = None
 
     @model_validator(mode="after")
     def _lengths_match(self):
@@ -43,6 +47,9 @@ class ResNetParams(Knobs):
             raise ValueError(f"blocks has {len(self.blocks)} entries, channels has {len(self.channels)}")
         if self.mid is not None and len(self.mid) != sum(self.per_stage()):
             raise ValueError(f"mid needs one width per block ({sum(self.per_stage())}), got {len(self.mid)}")
+        if self.projection is not None and len(self.projection) != sum(self.per_stage()):
+            total = sum(self.per_stage())
+            raise ValueError(f"projection needs one flag per block ({total}), got {len(self.projection)}")
         return self
 
     def per_stage(self) -> list[int]:
@@ -53,12 +60,17 @@ class ResNetParams(Knobs):
 class BasicBlock(nn.Module):
     """Two 3×3 convs plus a shortcut (1×1 conv projection when the shape changes), then act."""
 
-    def __init__(self, cin: int, mid: int, cout: int, stride: int, p: ResNetParams):
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, p: ResNetParams, project: bool | None):
         super().__init__()
         self.conv1 = conv_bn_act(cin, mid, 3, stride, p)
         self.conv2 = conv_bn_act(mid, cout, 3, 1, p, act_=False)
         self.shortcut = nn.Identity()
-        if stride != 1 or cin != cout:
+        needed = stride != 1 or cin != cout
+        if project is False and needed:
+            raise EdgekitError(
+                f"model.projection: a block from {cin} to {cout} channels, stride {stride}, needs one"
+            )
+        if needed or project:
             self.shortcut = nn.Sequential(
                 OrderedDict(conv=nn.Conv2d(cin, cout, 1, stride, bias=p.norm == "none"), norm=norm(cout, p))
             )
@@ -77,6 +89,7 @@ class ResNet(Classifier):
             "stem_channels": out_channels(self.features.stem),
             "channels": [out_channels(children(s, "block")[-1].conv2) for s in stages],
             "mid": [out_channels(b.conv1) for b in blocks],
+            "projection": [not isinstance(b.shortcut, nn.Identity) for b in blocks],
             "width": 1.0,
         }
         if hasattr(head, "reduce"):
@@ -113,13 +126,15 @@ HEADS: dict[str, Callable[[ResNetParams, object, int], nn.Module]] = {
 def resnet_small(p: ResNetParams, in_channels: int, num_classes: int, image_size: int) -> ResNet:
     stem = scale(p.stem_channels, p)
     mids = iter(p.mid) if p.mid is not None else None
+    projections = iter(p.projection) if p.projection is not None else None
     stages, cin = [], stem
     for i, (channels, count) in enumerate(zip(p.channels, p.per_stage(), strict=True)):
         cout = scale(channels, p)
         blocks = []
         for j in range(count):
             mid = scale(next(mids), p) if mids is not None else cout
-            blocks.append(BasicBlock(cin, mid, cout, 2 if i and not j else 1, p))
+            project = next(projections) if projections is not None else None
+            blocks.append(BasicBlock(cin, mid, cout, 2 if i and not j else 1, p, project))
             cin = cout
         stages.append(chain(blocks, p, prefix="block"))
     layers = OrderedDict(stem=conv_bn_act(in_channels, stem, 3, 1, p))

@@ -193,17 +193,13 @@ class TorchRuntime:
     def load(self, bundle: Any, variant: str, threads: int | None) -> TorchSession:
         import torch
 
-        from edgekit.models import build_model
+        from edgekit.models import from_checkpoint
         from edgekit.runs import load_checkpoint
 
         if variant not in self.variants:
             raise RuntimeUnavailable(f"torch-{self.device} runs the fp32 checkpoint only, not '{variant}'")
         ckpt = load_checkpoint(self.checkpoint(bundle))
-        options = {**ckpt["options"], **(ckpt.get("widths") or {})}  # widths: a pruned model's channels
-        model = build_model(
-            ckpt["arch"], options, ckpt["in_channels"], ckpt["num_classes"], ckpt["image_size"]
-        )
-        model.load_state_dict(ckpt["model"])
+        model = from_checkpoint(ckpt, self.checkpoint(bundle))  # a pruned model's widths are in its options
         if threads and self.device == "cpu":
             torch.set_num_threads(threads)  # process-wide in torch; bench states it per row
         return TorchSession(model.eval().to(self.device), self.device)

@@ -212,3 +212,15 @@ def test_count_macs_keeps_training_mode_and_params_skip_frozen():
     total = count_params(model)
     model.classifier.weight.requires_grad_(False)
     assert count_params(model) == total - model.classifier.weight.numel()
+
+
+def test_from_checkpoint_rebuilds_and_refuses_weights_of_another_shape():
+    from edgekit.models import from_checkpoint
+
+    model = build_model("lenet", {"channels": [4, 8]}, 1, 10, 8)
+    ckpt = {**model.spec, "model": model.state_dict()}
+    rebuilt = from_checkpoint(ckpt, "a.pt")
+    assert not rebuilt.training
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(EdgekitError, match=r"a.pt: weights do not fit lenet"):
+        from_checkpoint({**ckpt, "options": {**ckpt["options"], "channels": [4, 6]}}, "a.pt")

@@ -29,7 +29,7 @@ from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.export import onnx as to
 from edgekit.export import parity
-from edgekit.models import build_model
+from edgekit.models import from_checkpoint
 from edgekit.recipe import Recipe, validate
 from edgekit.runs import load_checkpoint, newest_run, run_dir_of
 
@@ -59,7 +59,7 @@ def export_run(
             f"train it longer or pass a checkpoint file, e.g. {run_dir / 'last.pt'}"
         )
     ckpt = load_checkpoint(checkpoint)
-    model = _model(ckpt, checkpoint)
+    model = from_checkpoint(ckpt, checkpoint)
     recipe = validate(ckpt["recipe"], f"{checkpoint}: recipe")
     data = _data(recipe, ckpt, checkpoint, console)
     val_x, _ = _preprocess(data.val, ckpt, PARITY_CAP)
@@ -77,19 +77,6 @@ def export_run(
     bundle = write_bundle(out_root, meta, proto.SerializeToString(), eval_x, eval_y, force, calib_x)
     _report(console, run_dir, bundle, read_bundle(bundle)[0], batchnorms)
     return bundle
-
-
-def _model(ckpt: dict[str, Any], checkpoint: Path) -> torch.nn.Module:
-    """The checkpoint's model, rebuilt from its plain data, with its weights, in eval mode."""
-    args = [ckpt[k] for k in ("arch", "options", "in_channels", "num_classes", "image_size")]
-    model = build_model(*args)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise EdgekitError(
-            f"{checkpoint}: weights do not fit {ckpt['arch']} {ckpt['options']} ({e})"
-        ) from None
-    return model.eval()
 
 
 def _data(recipe: Recipe, ckpt: dict[str, Any], checkpoint: Path, console) -> Prepared:

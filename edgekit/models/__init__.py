@@ -3,11 +3,11 @@
 import importlib
 import pkgutil
 
-from edgekit.models.contract import MODELS, Classifier, build_model
+from edgekit.models.contract import MODELS, Classifier, build_model, from_checkpoint
 from edgekit.models.count import count_macs, count_params
 
 # Adding a family is adding one file: importing it runs its @MODELS.register.
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["MODELS", "Classifier", "build_model", "count_macs", "count_params"]
+__all__ = ["MODELS", "Classifier", "build_model", "from_checkpoint", "count_macs", "count_params"]

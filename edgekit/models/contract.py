@@ -59,3 +59,16 @@ def build_model(arch: str, options: dict, in_channels: int, num_classes: int, im
         "image_size": image_size,
     }
     return model
+
+
+def from_checkpoint(ckpt: dict[str, Any], source: Any) -> Classifier:
+    """The model a checkpoint describes (arch, options, input spec), with its weights, in eval mode."""
+    spec = [ckpt[k] for k in ("arch", "options", "in_channels", "num_classes", "image_size")]
+    model = build_model(*spec)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        shape = f"{ckpt['arch']} {ckpt['options']}"
+        raise EdgekitError(f"{source}: weights do not fit {shape} ({first})") from None
+    return model.eval()

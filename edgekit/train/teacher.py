@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import EdgekitError
-from edgekit.models import build_model
+from edgekit.models import from_checkpoint
 from edgekit.runs import load_checkpoint, run_dir_of
 from edgekit.train.losses import KD_LOSSES
 from edgekit.train.objectives import Distill
@@ -68,15 +68,7 @@ def load_teacher(path: Path, student: dict[str, Any], device: torch.device) -> T
                 f"distill.teacher = '{path}': teacher {key} is {ckpt.get(key)!r} but the student's data "
                 f"has {student[key]!r}"
             )
-    model = build_model(
-        ckpt["arch"], ckpt["options"], ckpt["in_channels"], ckpt["num_classes"], ckpt["image_size"]
-    )
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise EdgekitError(
-            f"{file}: weights do not fit its own architecture ({str(e).splitlines()[0]})"
-        ) from None
+    model = from_checkpoint(ckpt, file)
     stats = ((student["mean"], student["std"]), (ckpt["mean"], ckpt["std"]))
     return Teacher(model, file, *stats).to(device)
 

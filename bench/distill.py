@@ -23,6 +23,7 @@ from rich.console import Console
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["hinton", "dkd", "zscore"]
+SETTINGS: dict[str, str] = {}  # method → its parameters as run
 
 
 def train(recipe: str, overrides: list[str], runs: Path) -> dict:
@@ -53,6 +54,8 @@ def student_rows(
         started = time.perf_counter()
         results = [train(f"{student}_kd", [*overrides, f"seed={s}", *extra], runs) for s in seeds]
         accs = [r["test_acc"] for r in results]
+        if name != "alone":  # what the method actually ran with, for the header
+            SETTINGS[name] = ", ".join(f"{k} {v:g}" for k, v in results[0]["distill"]["params"].items())
         mean = statistics.mean(accs)
         if name == "alone":
             alone_mean, recovered = mean, "—"
@@ -104,8 +107,9 @@ def main() -> None:
             "",
             f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU (2 cores). Teacher `teacher_resnet_small` "
             f"(seed 0): {teacher['params']:,} parameters, test accuracy **{teacher['test_acc']:.2%}**. "
-            "Test split: 270 images (one image = 0.37 points). Methods use each recipe's defaults "
-            "(hinton: alpha 0.9, T 4; dkd: alpha 0.5, tckd 1, nckd 8, T 4; zscore: alpha 0.9, T 4).",
+            "Test split: 270 images (one image = 0.37 points). Settings as run: "
+            + "; ".join(f"{m}: {v}" for m, v in SETTINGS.items())
+            + ".",
             "",
             "| student | params | training | test acc (mean ± std) | per seed | gap recovered | time/seed |",
             "| --- | ---: | --- | ---: | --- | ---: | ---: |",

@@ -12,7 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.bundle import (
+from edgekit.bundle import add_variant, load_eval, new_bundle_dir, read_bundle, write_bundle
+from edgekit.bundle_meta import (
     FORMAT,
     Accuracy,
     BundleMeta,
@@ -23,11 +24,6 @@ from edgekit.bundle import (
     Source,
     Variant,
     Versions,
-    add_variant,
-    load_eval,
-    new_bundle_dir,
-    read_bundle,
-    write_bundle,
 )
 from edgekit.errors import EdgekitError
 

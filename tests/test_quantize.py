@@ -17,7 +17,8 @@ from test_export import MODELS, quiet  # the export tests' tiny models and quiet
 from typer.testing import CliRunner
 
 from edgekit.bench.run import bench
-from edgekit.bundle import CALIB_FILE, load_calib, load_eval, read_bundle
+from edgekit.bundle import load_calib, load_eval, read_bundle
+from edgekit.bundle_meta import CALIB_FILE
 from edgekit.cli import app
 from edgekit.compress.int8 import pre_process
 from edgekit.compress.lean import make_lean

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ValidationError
 
-from edgekit.bundle import Variant, add_variant, load_eval, read_bundle
+from edgekit.bundle import add_variant, load_eval, read_bundle
+from edgekit.bundle_meta import Variant
 from edgekit.compress import int8
 from edgekit.compress.lean import make_lean
 from edgekit.errors import EdgekitError

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from edgekit import __version__
-from edgekit.bundle import (
+from edgekit.bundle import read_bundle, write_bundle
+from edgekit.bundle_meta import (
     MODEL_FILE,
     Accuracy,
     BundleMeta,
@@ -21,8 +22,6 @@ from edgekit.bundle import (
     Source,
     Variant,
     Versions,
-    read_bundle,
-    write_bundle,
 )
 from edgekit.data import Prepared, prepare
 from edgekit.data.loader import DeviceLoader

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,67 +15,18 @@ from rich.console import Console
 from rich.table import Column, Table
 from torch import nn
 
+from edgekit.compress.importance import IMPORTANCES, GroupNormPruner
 from edgekit.data import Prepared, prepare
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.models import Classifier, build_model, count_macs, count_params
 from edgekit.recipe import Recipe, apply_overrides, validate
-from edgekit.registry import Registry
 from edgekit.runs import RECIPE_FILE, load_checkpoint, run_dir_of
 
-IMPORTANCES = Registry("importance")
 MAX_RATIO = 0.99  # of channels removed; at 1.0 torch-pruning would have to empty layers, which it refuses
 SEARCH_ITERS = 10  # trials of the channel ratio at most; the bracket shrinks by a quarter or more each
 CLOSE_ENOUGH = 0.05  # stop the search once within this fraction below the target
 GRAD_IMAGES = 256  # training images whose loss gradient the taylor importance reads
-
-
-@IMPORTANCES.register("l1")
-def _l1(model: nn.Module) -> tp.importance.Importance:
-    return tp.importance.GroupMagnitudeImportance(p=1)
-
-
-@IMPORTANCES.register("l2")
-def _l2(model: nn.Module) -> tp.importance.Importance:
-    return tp.importance.GroupMagnitudeImportance(p=2)
-
-
-@IMPORTANCES.register("taylor")
-def _taylor(model: nn.Module) -> tp.importance.Importance:
-    return tp.importance.GroupTaylorImportance()
-
-
-@IMPORTANCES.register("bn-scale")
-def _bn_scale(model: nn.Module) -> tp.importance.Importance:
-    # Network slimming ranks channels by their BatchNorm scale: without BatchNorm nothing would be ranked.
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise EdgekitError(
-            "--importance bn-scale: the model has no BatchNorm layers (model.norm is not 'batch'); "
-            f"use one of {', '.join(n for n in IMPORTANCES.names() if n != 'bn-scale')}"
-        )
-    return tp.importance.BNScaleImportance()
-
-
-class _GroupNormPruner(tp.pruner.function.GroupNormPruner):
-    """GroupNorm channels pruned one by one, with a group count that still divides them.
-
-    torch-pruning's own removes the same channels from every group, so with one channel per group
-    (`instance`, or `group` on ≤ 8 channels) none could go. `rebuild` then sets the recipe's group count.
-    """
-
-    def prune_out_channels(self, layer: nn.GroupNorm, idxs: list) -> nn.Module:
-        instance = layer.num_groups == layer.num_channels
-        groups = math.gcd(layer.num_channels - len(idxs), layer.num_groups)
-        layer = super().prune_out_channels(layer, idxs)
-        layer.num_groups = layer.num_channels if instance else groups
-        return layer
-
-    prune_in_channels = prune_out_channels
-
-    def get_in_channel_groups(self, layer: nn.GroupNorm) -> int:
-        return 1
-
-    get_out_channel_groups = get_in_channel_groups
 
 
 @dataclass(frozen=True)
@@ -139,7 +89,7 @@ def _pruned_copy(model: Classifier, ratio: float, how: How, batch) -> Classifier
         global_pruning=how.global_pruning,
         round_to=how.round_to,
         ignored_layers=[pruned.classifier],  # its outputs are the classes
-        customized_pruners={nn.GroupNorm: _GroupNormPruner()},
+        customized_pruners={nn.GroupNorm: GroupNormPruner()},
     )
     for _ in range(how.steps):  # each step re-estimates importance on the model the last one left
         _gradients(pruned, batch)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -16,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from edgekit.data import folder
+from edgekit.data.tvfiles import cifar_files, find_idx, read_idx, tv_cifar, tv_mnist
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
@@ -107,13 +106,6 @@ def digits(params: BaseModel, image_size: int | None) -> Source:
 
 # ------------------------------------------------------------------------------- MNIST-format (idx)
 
-_IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-
 
 class MnistParams(_Strict):
     root: Path = Path("./data")
@@ -126,69 +118,29 @@ class FashionMnistParams(_Strict):
     download: bool = False
 
 
-def _tv_mnist(name: str):
-    from torchvision import datasets
-
-    return {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
-
-
-def _find_idx(name: str, params: BaseModel) -> dict[str, Path]:
-    """The four idx files, flat in root (Debian) or in root/<Class>/raw (torchvision), .gz or not."""
-    places = [params.root, params.root / _tv_mnist(name).__name__ / "raw"]
-    for place in places:
-        found = {}
-        for key, stem in _IDX_FILES.items():
-            # Prefer the uncompressed file: it reads without a decompression pass.
-            hits = [place / f for f in (stem, f"{stem}.gz") if (place / f).is_file()]
-            if hits:
-                found[key] = hits[0]
-        if len(found) == len(_IDX_FILES):
-            return found
-    if params.download:
-        # Fetching here (not in the loader) lets the fingerprint see the files it identifies.
-        _tv_mnist(name)(str(params.root), train=True, download=True)
-        return _find_idx(name, params.model_copy(update={"download": False}))
-    expected = ", ".join(f"{s}[.gz]" for s in _IDX_FILES.values())
-    raise EdgekitError(
-        f"{params.root}: {name} files not found; expected {expected} in {places[0]} or {places[1]};"
-        " set `download: true` to fetch them"
-    )
-
-
-def _read_idx(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor:
-    """Read one idx file with torchvision's reader, which takes only a plain file path."""
-    if path.suffix != ".gz":
-        return reader(str(path))
-    with tempfile.NamedTemporaryFile(suffix=".idx") as tmp:
-        with gzip.open(path, "rb") as compressed:
-            tmp.write(compressed.read())
-        tmp.flush()
-        return reader(tmp.name)
-
-
 def _load_idx(name: str, params: BaseModel, image_size: int | None) -> Source:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    files = _find_idx(name, params)
+    files = find_idx(name, params)
     try:
-        train_x = _read_idx(files["train_images"], read_image_file)
-        test_x = _read_idx(files["test_images"], read_image_file)
-        train_y = _read_idx(files["train_labels"], read_label_file)
-        test_y = _read_idx(files["test_labels"], read_label_file)
+        train_x = read_idx(files["train_images"], read_image_file)
+        test_x = read_idx(files["test_images"], read_image_file)
+        train_y = read_idx(files["train_labels"], read_label_file)
+        test_y = read_idx(files["test_labels"], read_label_file)
     except (AssertionError, ValueError, TypeError, OSError, RuntimeError) as e:
         raise EdgekitError(f"{params.root}: not valid {name} idx files ({e or type(e).__name__})") from e
     split = torch.cat([torch.full((len(train_y),), TRAIN), torch.full((len(test_y),), TEST)])
     return Source(
         images=resize(torch.cat([train_x, test_x]).unsqueeze(1), image_size),
         labels=torch.cat([train_y, test_y]).long(),
-        class_names=list(_tv_mnist(name).classes),
+        class_names=list(tv_mnist(name).classes),
         split=split.to(torch.uint8),
         fingerprint=file_fingerprint(files.values(), name),
     )
 
 
 def _idx_fingerprint(name: str, params: BaseModel) -> str:
-    return file_fingerprint(_find_idx(name, params).values(), name)
+    return file_fingerprint(find_idx(name, params).values(), name)
 
 
 @DATASETS.register("mnist", MnistParams)
@@ -211,42 +163,9 @@ class CifarParams(_Strict):
     download: bool = False
 
 
-def _tv_cifar(name: str):
-    """torchvision's CIFAR class with its md5 checks off; the cache fingerprint (size + mtime) already
-    identifies the files, and hashing 170 MB on every run would cost more than loading the cache."""
-    from torchvision import datasets
-
-    base = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
-    return type(
-        base.__name__,
-        (base,),
-        {
-            "train_list": [[f, None] for f, _ in base.train_list],
-            "test_list": [[f, None] for f, _ in base.test_list],
-            "meta": {**base.meta, "md5": None},
-        },
-    )
-
-
-def _cifar_files(name: str, params: BaseModel) -> list[Path]:
-    cls = _tv_cifar(name)
-    folder = params.root / cls.base_folder
-    names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    files = [folder / f for f in names]
-    if all(f.is_file() for f in files):
-        return files
-    if params.download:
-        cls(str(params.root), train=True, download=True)
-        return _cifar_files(name, params.model_copy(update={"download": False}))
-    raise EdgekitError(
-        f"{params.root}: {name} files not found; expected {', '.join(names)} in {folder};"
-        " set `download: true` to fetch them"
-    )
-
-
 def _load_cifar(name: str, params: BaseModel, image_size: int | None) -> Source:
-    files = _cifar_files(name, params)
-    parts = [_tv_cifar(name)(str(params.root), train=train) for train in (True, False)]
+    files = cifar_files(name, params)
+    parts = [tv_cifar(name)(str(params.root), train=train) for train in (True, False)]
     # torchvision keeps the pixels as numpy HWC; the rest of edgekit wants NCHW tensors.
     images = torch.from_numpy(np.concatenate([p.data for p in parts])).permute(0, 3, 1, 2).contiguous()
     split = torch.cat([torch.full((len(p.targets),), s) for p, s in zip(parts, (TRAIN, TEST), strict=True)])
@@ -260,7 +179,7 @@ def _load_cifar(name: str, params: BaseModel, image_size: int | None) -> Source:
 
 
 def _cifar_fingerprint(name: str, params: BaseModel) -> str:
-    return file_fingerprint(_cifar_files(name, params), name)
+    return file_fingerprint(cifar_files(name, params), name)
 
 
 @DATASETS.register("cifar10", CifarParams)

@@ -42,7 +42,7 @@ from edgekit.data import Prepared, prepare
 from edgekit.data.loader import AugmentParams
 from edgekit.models import build_model
 from edgekit.recipe import Recipe, load
-from edgekit.train.run import EVAL_BATCH
+from edgekit.train.summary import EVAL_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = Path("recipes/lenet_2k.yaml")  # relative to ROOT, as a user types it

@@ -19,14 +19,12 @@ from edgekit.models import build_model, count_macs, count_params
 from edgekit.recipe import Recipe, apply_overrides, load, validate
 from edgekit.runs import RECIPE_FILE, load_checkpoint, new_run_dir, run_dir_of, write_json, write_text
 from edgekit.train import ddp
-from edgekit.train.loop import NonFiniteLoss, State, evaluate, fit, make_ema, restore
+from edgekit.train.loop import NonFiniteLoss, State, fit, make_ema, restore
 from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
+from edgekit.train.summary import EVAL_BATCH, ORIGIN_FILE, summarize
 from edgekit.train.teacher import distillation
 from edgekit.train.track import Silent, Tracker
-
-EVAL_BATCH = 1024
-ORIGIN_FILE = "origin.json"  # what a run was made from (e.g. the run it was pruned from)
 
 
 def start(recipe_path: Path, overrides: list[str], runs_dir: Path, console: Console) -> Path:
@@ -250,52 +248,10 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         raise
     finally:  # a stopped run still gets its summary and curves
         ddp.teardown()
-        summary = _summary(state, run_dir, test, reason, time.perf_counter() - started, tracker.rows)
+        summary = summarize(state, run_dir, test, reason, time.perf_counter() - started, tracker.rows)
         write_json(run_dir / "summary.json", summary)
         tracker.finish(summary)
     console.print(
         f"{reason}. best {state.monitor} {summary['best_val']:.4f} at epoch {state.best_epoch}; "
         f"test accuracy {summary['test_acc']:.2%}; {run_dir}"
     )
-
-
-def _summary(state: State, run_dir: Path, test, reason: str, wall_s: float, rows: list) -> dict[str, Any]:
-    summary: dict[str, Any] = {"test_acc": None, "test_loss": None, "val_acc": None}
-    summary |= {
-        "params": state.meta["params"],
-        "macs": state.meta["macs"],
-        "epochs": state.epoch,
-        "stopped": reason,
-        "monitor": state.monitor,
-        "best_val": state.best,
-        "best_epoch": state.best_epoch,
-        "wall_s": round(wall_s, 2),
-        "images_per_s": round(sum(r["images_per_s"] for r in rows) / max(len(rows), 1), 1),
-        "device": str(state.device),
-        "torch": torch.__version__,
-    }
-    if "distill" in state.meta:
-        summary["distill"] = state.meta["distill"]
-    if (run_dir / ORIGIN_FILE).is_file():  # where the run came from, kept when it is resumed
-        summary |= json.loads((run_dir / ORIGIN_FILE).read_text())
-    best = run_dir / "best.pt"
-    if best.exists():  # test accuracy of the weights that will be deployed
-        model = build_model(
-            state.meta["arch"],
-            state.meta["options"],
-            state.meta["in_channels"],
-            state.meta["num_classes"],
-            state.meta["image_size"],
-        ).to(state.device)
-        model.load_state_dict(load_checkpoint(best)["model"])
-        loader = DeviceLoader(
-            *test, batch_size=EVAL_BATCH, mean=state.meta["mean"], std=state.meta["std"], device=state.device
-        )
-        result = evaluate(state, loader, model)
-        best_row = next((r for r in rows if r["epoch"] == state.best_epoch), None)
-        summary.update(
-            test_acc=result["acc"],
-            test_loss=result["loss"],
-            val_acc=best_row["val_acc"] if best_row else None,
-        )
-    return summary

@@ -1,0 +1,55 @@
+"""A run's `summary.json`: what was trained, how it ended, and the test accuracy of the weights to deploy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekit.data.loader import DeviceLoader
+from edgekit.models import from_checkpoint
+from edgekit.runs import load_checkpoint
+from edgekit.train.loop import State, evaluate
+
+EVAL_BATCH = 1024
+ORIGIN_FILE = "origin.json"  # what a run was made from (e.g. the run it was pruned from)
+
+
+def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, rows: list) -> dict[str, Any]:
+    """summary.json: sizes, how and when training stopped, speed, and the test accuracy of best.pt."""
+    summary: dict[str, Any] = {"test_acc": None, "test_loss": None, "val_acc": None}
+    summary |= {
+        "params": state.meta["params"],
+        "macs": state.meta["macs"],
+        "epochs": state.epoch,
+        "stopped": reason,
+        "monitor": state.monitor,
+        "best_val": state.best,
+        "best_epoch": state.best_epoch,
+        "wall_s": round(wall_s, 2),
+        "images_per_s": round(sum(r["images_per_s"] for r in rows) / max(len(rows), 1), 1),
+        "device": str(state.device),
+        "torch": torch.__version__,
+    }
+    if "distill" in state.meta:
+        summary["distill"] = state.meta["distill"]
+    if (run_dir / ORIGIN_FILE).is_file():  # where the run came from, kept when it is resumed
+        summary |= json.loads((run_dir / ORIGIN_FILE).read_text())
+    best = run_dir / "best.pt"
+    if best.exists():  # test accuracy of the weights that will be deployed
+        model = from_checkpoint({**state.meta, "model": load_checkpoint(best)["model"]}, best).to(
+            state.device
+        )
+        loader = DeviceLoader(
+            *test, batch_size=EVAL_BATCH, mean=state.meta["mean"], std=state.meta["std"], device=state.device
+        )
+        result = evaluate(state, loader, model)
+        best_row = next((r for r in rows if r["epoch"] == state.best_epoch), None)
+        summary.update(
+            test_acc=result["acc"],
+            test_loss=result["loss"],
+            val_acc=best_row["val_acc"] if best_row else None,
+        )
+    return summary

@@ -20,19 +20,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import ROOT, row, train, write_markdown
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parent.parent
 QUANTIZE = {"calib": 256, "max_drop": 0.5}
 
 
 def trained(name: str, runs: Path) -> Path:
     if (runs / name / "best.pt").is_file():
         return runs / name
-    from edgekit.train import run
-
-    quiet = Console(quiet=True)
-    return run.start(ROOT / "recipes" / f"{name}.yaml", ["track.wandb=disabled"], runs, quiet)
+    return Path(train(name, [], runs)["run"])
 
 
 def variants(run: Path, work: Path, finetune_epochs: int) -> dict[str, Path]:
@@ -87,14 +84,10 @@ def rows_for(name: str, files: dict[str, Path], console: Console) -> list[str]:
         results[label] = measure(file, meta, x, y, reference)
     base, lines = results["fp32"], []
     for label, r in results.items():
-        line = (
-            f"| `{name}` | {label} | {r['params']:,} | {r['macs']:,} | {r['bytes']:,} | "
-            f"{r['bytes'] / r['params']:.2f} | {r['bytes'] / base['bytes']:.2f}× | {r['acc']:.2%} | "
-            f"{(r['acc'] - base['acc']) * 100:+.2f} | {r['agree']:.2%} | {r['ms'] * 1e3:.1f} | "
-            f"{base['ms'] / r['ms']:.2f}× |"
-        )
-        console.print(line, highlight=False)
-        lines.append(line)
+        cells = [f"`{name}`", label, f"{r['params']:,}", f"{r['macs']:,}", f"{r['bytes']:,}"]
+        cells += [f"{r['bytes'] / r['params']:.2f}", f"{r['bytes'] / base['bytes']:.2f}×", f"{r['acc']:.2%}"]
+        cells += [f"{(r['acc'] - base['acc']) * 100:+.2f}", f"{r['agree']:.2%}", f"{r['ms'] * 1e3:.1f}"]
+        lines.append(row([*cells, f"{base['ms'] / r['ms']:.2f}×"], console))
     return lines
 
 
@@ -113,25 +106,17 @@ def main() -> None:
     command = " ".join(
         ["python bench/compress.py", *args.models, "--finetune-epochs", str(args.finetune_epochs)]
     )
-    text = "\n".join(
-        [
-            "# Compression on digits",
-            "",
-            f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU (2 cores), onnxruntime CPU, 1 thread, batch 1; "
-            f"{time.perf_counter() - started:.0f} s in all. Δ and agreement are against the model's fp32 "
-            "row (for `pruned + int8`, agreement is with the pruned fp32 model). Pruning: l1, one-shot, "
-            "fine-tuned with the run's recipe; int8: static QDQ, per-channel, format chosen on this host, "
-            "`--max-drop 0.5`.",
-            "",
-            "| model | variant | params | MACs | file bytes | bytes/param | size × fp32 | test acc "
-            "| Δ points | agree | µs/call | speed × fp32 |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            *lines,
-            "",
-        ]
+    details = (
+        f"onnxruntime CPU, 1 thread, batch 1; {time.perf_counter() - started:.0f} s in all. Δ and agreement "
+        "are against the model's fp32 row (for `pruned + int8`, agreement is with the pruned fp32 model). "
+        "Pruning: l1, one-shot, fine-tuned with the run's recipe; int8: static QDQ, per-channel, format "
+        "chosen on this host, `--max-drop 0.5`."
     )
-    args.out.write_text(text)
-    console.print(f"wrote {args.out}")
+    columns = {"model": "l", "variant": "l"} | dict.fromkeys(
+        ["params", "MACs", "file bytes", "bytes/param", "size × fp32", "test acc", "Δ points", "agree"], "r"
+    )
+    columns |= {"µs/call": "r", "speed × fp32": "r"}
+    write_markdown(args.out, "Compression on digits", command, details, columns, lines, console)
 
 
 if __name__ == "__main__":

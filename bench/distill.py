@@ -19,27 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import ROOT, mean_std, row, train, write_markdown
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["hinton", "dkd", "zscore"]
 SETTINGS: dict[str, str] = {}  # method → its parameters as run
-
-
-def train(recipe: str, overrides: list[str], runs: Path) -> dict:
-    from edgekit.train import run
-
-    quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
-    run_dir = run.start(
-        ROOT / "recipes" / f"{recipe}.yaml", ["track.wandb=disabled", *overrides], runs, quiet
-    )
-    return {**json.loads((run_dir / "summary.json").read_text()), "run": str(run_dir)}
-
-
-def fmt(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2%}"
-    return f"{statistics.mean(values):.2%} ± {statistics.stdev(values):.2%}"
 
 
 def student_rows(
@@ -62,13 +46,9 @@ def student_rows(
         else:
             gap = teacher["test_acc"] - alone_mean
             recovered = f"{(mean - alone_mean) / gap:.0%}" if gap > 0 else "n/a (no gap)"
-        row = (
-            f"| `{student}` | {results[0]['params']:,} | {name} | {fmt(accs)} | "
-            f"{', '.join(f'{a:.2%}' for a in accs)} | {recovered} | "
-            f"{(time.perf_counter() - started) / len(seeds):.0f} s |"
-        )
-        console.print(row, highlight=False)
-        rows.append(row)
+        cells = [f"`{student}`", f"{results[0]['params']:,}", name, mean_std(accs)]
+        cells += [", ".join(f"{a:.2%}" for a in accs), recovered]
+        rows.append(row([*cells, f"{(time.perf_counter() - started) / len(seeds):.0f} s"], console))
     return rows
 
 
@@ -101,24 +81,15 @@ def main() -> None:
         + (["--set", *args.set] if args.set else [])
         + (["--out", str(args.out)] if args.out != ROOT / "bench" / "distill.md" else [])
     )
-    text = "\n".join(
-        [
-            "# Knowledge distillation on digits",
-            "",
-            f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU (2 cores). Teacher `teacher_resnet_small` "
-            f"(seed 0): {teacher['params']:,} parameters, test accuracy **{teacher['test_acc']:.2%}**. "
-            "Test split: 270 images (one image = 0.37 points). Settings as run: "
-            + "; ".join(f"{m}: {v}" for m, v in SETTINGS.items())
-            + ".",
-            "",
-            "| student | params | training | test acc (mean ± std) | per seed | gap recovered | time/seed |",
-            "| --- | ---: | --- | ---: | --- | ---: | ---: |",
-            *rows,
-            "",
-        ]
+    details = (
+        f"Teacher `teacher_resnet_small` (seed 0): {teacher['params']:,} parameters, test accuracy "
+        f"**{teacher['test_acc']:.2%}**. Test split: 270 images (one image = 0.37 points). Settings as run: "
+        + "; ".join(f"{m}: {v}" for m, v in SETTINGS.items())
+        + "."
     )
-    args.out.write_text(text)
-    console.print(f"wrote {args.out}")
+    columns = {"student": "l", "params": "r", "training": "l", "test acc (mean ± std)": "r"}
+    columns |= {"per seed": "l", "gap recovered": "r", "time/seed": "r"}
+    write_markdown(args.out, "Knowledge distillation on digits", command, details, columns, rows, console)
 
 
 if __name__ == "__main__":

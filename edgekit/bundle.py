@@ -5,7 +5,6 @@ The schema of edgekit.json is `edgekit.bundle_meta`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ from edgekit.bundle_meta import (
     Variant,
 )
 from edgekit.errors import EdgekitError
-from edgekit.runs import write_json
+from edgekit.runs import read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -170,13 +169,7 @@ def read_bundle(path: Path, check_model: bool = True) -> tuple[BundleMeta, Bundl
     meta_file = root / META_FILE
     if not meta_file.is_file():
         raise EdgekitError(f"{root}: not an edgekit bundle (no {META_FILE} in it)")
-    try:
-        raw = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"{meta_file}: not valid JSON ({e})") from None
-    found = raw.get("format") if isinstance(raw, dict) else None
-    if found != FORMAT:
-        raise EdgekitError(f"{meta_file}: bundle format {found!r}, expected '{FORMAT}'")
+    raw = read_json(meta_file, FORMAT, "bundle")
     try:
         meta = BundleMeta.model_validate(raw)
     except ValidationError as e:

@@ -52,6 +52,18 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def read_json(path: Path, expected_format: str, what: str) -> dict[str, Any]:
+    """A JSON file edgekit wrote, checked by its "format" key; one clear error when it is anything else."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgekitError(f"{path}: not valid JSON ({e})") from None
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != expected_format:
+        raise EdgekitError(f"{path}: {what} format {found!r}, expected '{expected_format}'")
+    return data
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     import torch
 

@@ -272,7 +272,7 @@ def test_compare_refuses_bad_files(tmp_path):
     (tmp_path / "x.json").write_text('{"rows": []}')
     with pytest.raises(EdgekitError, match="two or more"):
         report.compare([tmp_path / "x.json"], None)
-    with pytest.raises(EdgekitError, match="not an edgekit bench results.json"):
+    with pytest.raises(EdgekitError, match=r"x.json: bench results format None, expected 'edgekit-bench/1'"):
         report.compare([tmp_path / "x.json", tmp_path / "x.json"], None)
     with pytest.raises(EdgekitError, match="no such results file"):
         report.compare([tmp_path / "y.json", tmp_path / "x.json"], None)

@@ -15,7 +15,7 @@ from typing import Any
 from rich.table import Table
 
 from edgekit.errors import EdgekitError
-from edgekit.runs import atomic_write_bytes, write_text
+from edgekit.runs import atomic_write_bytes, read_json, write_text
 
 
 def command_line() -> str:
@@ -233,13 +233,7 @@ def write(results: dict[str, Any], out_dir: Path, console=None) -> dict[str, Pat
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EdgekitError(f"{path}: no such results file (edgekit bench writes bench/results.json)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != "edgekit-bench/1":
-        raise EdgekitError(f"{path}: not an edgekit bench results.json (format 'edgekit-bench/1')")
-    return data
+    return read_json(path, "edgekit-bench/1", "bench results")
 
 
 def compare(paths: list[Path], console=None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-import yaml
+from conftest import train_tiny
 from rich.console import Console
 
 from edgekit.bundle import load_eval, read_bundle
@@ -25,7 +25,6 @@ from edgekit.export import parity
 from edgekit.export.write import export_run
 from edgekit.models import build_model, count_params
 from edgekit.runs import load_checkpoint, save_checkpoint
-from edgekit.train import run
 
 TEST_IMAGES = 270  # digits' test split at test_fraction 0.15
 MODELS = {
@@ -57,14 +56,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKIT_CACHE", str(root / "cache"))
         for name, model in MODELS.items():
-            recipe = {
-                "model": model,
-                "train": {"epochs": 1, "batch_size": 64},
-                "track": {"wandb": "disabled"},
-            }
-            path = root / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(recipe))
-            found[name] = run.start(path, [], root / "runs", quiet())
+            found[name] = train_tiny(root, name, model)
     return found
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import train_tiny
 from torch import nn
 from typer.testing import CliRunner
 
@@ -142,15 +143,7 @@ def test_widths_keep_shortcuts_when_pruning_makes_widths_equal():
 def trained(tmp_path_factory) -> Path:
     """A lenet run on digits, trained one epoch (copied by tests that write next to it)."""
     root = tmp_path_factory.mktemp("trained")
-    recipe = {
-        "model": {"arch": "lenet", "channels": [8, 16]},
-        "train": {"epochs": 1, "batch_size": 128},
-        "track": {"wandb": "disabled"},
-    }
-    (root / "tiny.yaml").write_text(yaml.safe_dump(recipe))
-    result = runner.invoke(app, ["train", str(root / "tiny.yaml"), "--runs-dir", str(root / "runs")])
-    assert result.exit_code == 0, result.output
-    return root / "runs" / "tiny"
+    return train_tiny(root, "tiny", {"arch": "lenet", "channels": [8, 16]}, batch_size=128)
 
 
 def test_cli_prunes_fine_tunes_exports_and_resumes(trained, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import yaml
+from conftest import train_tiny
 from onnx import numpy_helper
 from test_export import MODELS, quiet  # the export tests' tiny models and quiet console
 from typer.testing import CliRunner
@@ -25,7 +25,6 @@ from edgekit.compress.lean import make_lean
 from edgekit.compress.quantize import Job, quantize_bundle
 from edgekit.data import prepare
 from edgekit.export.write import export_run
-from edgekit.train import run
 
 runner = CliRunner()
 FAST = {"timing_repeat": 1}  # one timing round: the tests check behaviour, never speed
@@ -39,10 +38,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKIT_CACHE", str(root / "cache"))
         for name, epochs in (("lenet", 3), ("lenet_dw", 2)):
-            recipe = {"model": MODELS[name], "train": {"epochs": epochs, "batch_size": 64}}
-            path = root / f"{name}.yaml"
-            path.write_text(yaml.safe_dump({**recipe, "track": {"wandb": "disabled"}}))
-            found[name] = export_run(run.start(path, [], root / "runs", quiet()), root / "export")
+            found[name] = export_run(train_tiny(root, name, MODELS[name], epochs), root / "export")
     return found
 
 

@@ -29,3 +29,25 @@ def train_tiny(root, name: str, model: dict, epochs: int = 1, batch_size: int = 
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return run.start(path, [], root / "runs", Console(file=io.StringIO()))
+
+
+# A MobileNet small enough to train in a second on digits: the family's structure, few channels.
+TINY_MOBILENET = {
+    "arch": "mobilenet_tiny",
+    "channels": [8, 16],
+    "expansion": [1, 2],
+    "repeats": [1, 2],
+    "strides": [1, 2],
+    "stem_channels": 8,
+    "last_channels": 32,
+}
+
+
+def train_tiny_runs(tmp_path_factory, folder: str, specs: dict) -> dict:
+    """`specs`: name → (model, epochs). Trained once per test module, in its own folder and data cache."""
+    import pytest
+
+    root = tmp_path_factory.mktemp(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEKIT_CACHE", str(root / "cache"))
+        return {name: train_tiny(root, name, model, epochs) for name, (model, epochs) in specs.items()}

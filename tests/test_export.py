@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import train_tiny
+from conftest import TINY_MOBILENET, train_tiny_runs
 from rich.console import Console
 
 from edgekit.bundle import load_eval, read_bundle
@@ -32,15 +32,7 @@ MODELS = {
     "lenet": {"arch": "lenet", "channels": [8, 16], "norm": "batch"},
     "lenet_dw": {"arch": "lenet", "channels": [8, 16], "conv": "dwsep"},
     "resnet": {"arch": "resnet_small", "stem_channels": 8, "channels": [8, 12], "blocks": 1},
-    "mobilenet": {
-        "arch": "mobilenet_tiny",
-        "channels": [8, 16],
-        "expansion": [1, 2],
-        "repeats": [1, 2],
-        "strides": [1, 2],
-        "stem_channels": 8,
-        "last_channels": 32,
-    },
+    "mobilenet": TINY_MOBILENET,
 }
 
 
@@ -51,13 +43,7 @@ def quiet() -> Console:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """One run per model, trained for one epoch (shared: exporting never writes into a run)."""
-    root = tmp_path_factory.mktemp("runs")
-    found = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEKIT_CACHE", str(root / "cache"))
-        for name, model in MODELS.items():
-            found[name] = train_tiny(root, name, model)
-    return found
+    return train_tiny_runs(tmp_path_factory, "runs", {name: (model, 1) for name, model in MODELS.items()})
 
 
 def copy_run(src: Path, runs_dir: Path, name: str | None = None) -> Path:

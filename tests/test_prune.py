@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import train_tiny
+from conftest import TINY_MOBILENET, train_tiny
 from torch import nn
 from typer.testing import CliRunner
 
@@ -25,14 +25,7 @@ from edgekit.runs import load_checkpoint
 
 DIGITS = {"in_channels": 1, "num_classes": 10, "image_size": 8}
 TOLERANCE = 0.1  # of the target: how far under it the nearest whole-channel result may land
-MOBILENET = {
-    "channels": [8, 16],
-    "expansion": [1, 4],
-    "repeats": [1, 2],
-    "strides": [1, 2],
-    "stem_channels": 8,
-    "last_channels": 32,
-}
+MOBILENET = {k: v for k, v in TINY_MOBILENET.items() if k != "arch"} | {"expansion": [1, 4]}
 FAMILIES = {
     "lenet": ("lenet", {"channels": [8, 16]}),
     "lenet_dw": ("lenet", {"channels": [16, 32], "conv": "dwsep"}),

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import train_tiny
+from conftest import train_tiny_runs
 from onnx import numpy_helper
 from test_export import MODELS, quiet  # the export tests' tiny models and quiet console
 from typer.testing import CliRunner
@@ -33,13 +33,10 @@ FAST = {"timing_repeat": 1}  # one timing round: the tests check behaviour, neve
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     """lenet_2k's model (3 epochs) and its depthwise-separable twin (2 epochs), exported; tests copy them."""
-    root = tmp_path_factory.mktemp("quantize")
-    found = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEKIT_CACHE", str(root / "cache"))
-        for name, epochs in (("lenet", 3), ("lenet_dw", 2)):
-            found[name] = export_run(train_tiny(root, name, MODELS[name], epochs), root / "export")
-    return found
+    runs = train_tiny_runs(
+        tmp_path_factory, "quantize", {"lenet": (MODELS["lenet"], 3), "lenet_dw": (MODELS["lenet_dw"], 2)}
+    )
+    return {name: export_run(run_dir, run_dir.parent.parent / "export") for name, run_dir in runs.items()}
 
 
 def copy(bundle: Path, dest: Path) -> Path:

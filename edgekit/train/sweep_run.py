@@ -194,7 +194,11 @@ def start_wandb(sweep: Sweep, runs_dir: Path, agents: int, count: int | None, co
         config["run_cap"] = count
     sweep_id = wandb.sweep(config, entity=track.entity, project=track.project)
     join = f"edgekit sweep {sweep.path} --join {sweep_id}"
-    console.print(f"wandb sweep [bold]{sweep_id}[/] ({track.project}); more agents, on any machine: {join}")
+    # soft_wrap: the join command stays on one line, ready to copy to another machine
+    console.print(
+        f"wandb sweep [bold]{sweep_id}[/] ({track.project}); more agents, on any machine: {join}",
+        soft_wrap=True,
+    )
     sweep_dir = runs_dir / sweep.name
     (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "edgekit", "sweep", str(sweep.path), "--join", sweep_id]

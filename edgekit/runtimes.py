@@ -7,6 +7,8 @@ device where only numpy, onnx and onnxruntime are installed.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +39,15 @@ class OrtSession:
     IOBinding wins at every size (and has the shorter tail), so `run` always uses it. We keep the copy of
     each new input into the bound buffer (np.copyto): a real application writes each image there too.
 
-    Session settings (`options`), from `python bench/ort_floor.py export/lenet_2k` (bench/ort_floor.md:
-    lenet_2k and its floor side by side under each setting, 21 interleaved rounds, µs per call, medians;
-    measured at load average ~6 on the 2 cores, so absolute figures are high, the ratios comparable):
-
-        settings                                   wall: lenet_2k  floor  ratio   CPU: lenet_2k  floor  ratio
-        ORT_ENABLE_ALL, CPU arena off (this class)        17.15     8.33  2.06×         11.02    5.23  2.11×
-        ORT_ENABLE_ALL, CPU arena on (ORT default)        17.45     8.35  2.09×         11.40    5.33  2.14×
-        ORT_ENABLE_EXTENDED (no NCHWc kernels)            22.69     8.12  2.79×         14.73    5.34  2.76×
-
-    What is left above the floor is onnxruntime itself: ~0.35 µs per node (a chain of 7 Relu nodes is
-    already 1.5× the floor) for the 7 nodes ORT_ENABLE_ALL makes of lenet_2k (NCHWc Conv+Relu, MaxPool,
-    Conv+Relu, MaxPool, ReorderOutput, Flatten, Gemm), ~0.5 µs once a graph has any intermediate tensor,
-    and ~1 µs of arithmetic. No gain beyond noise, or a loss: intra-op spinning off, per-session threads
-    off, denormals as zero, memory patterns or reuse off, an env-wide arena, a static batch dimension
-    (file or free-dimension override), ceil_mode=0 pools, NCHWc off for ALL, the head rewritten as a
-    2×2 Conv, MatMul+Add, Reshape or Einsum. (The IOBinding table above was taken with the arena on.)
+    Session settings (`options`, `caller`): `python bench/ort_floor.py export/lenet_2k` times lenet_2k and
+    its floor side by side under this class and each alternative it was chosen over (bench/ort_floor.md).
+    What is left above the floor is onnxruntime itself: a fixed cost per kernel (0.4-0.6 µs for a MaxPool,
+    a no-copy Flatten or the Gemm; ~1.1-1.8 µs for each NCHWc Conv with its layout work) for the 7 kernels
+    ORT_ENABLE_ALL makes of lenet_2k, ~1 µs of arithmetic. No gain beyond noise, or a loss: intra-op
+    spinning off, per-session threads off, denormals as zero, memory patterns or reuse off, an env-wide
+    arena, a static batch dimension (file or free-dimension override), ceil_mode=0 pools, NCHWc off for
+    ALL, the head rewritten as a 2×2 Conv, MatMul+Add, Reshape or Einsum, onnxruntime 1.20 and 1.26.
+    (The IOBinding table above was taken with the arena on and the public call.)
     """
 
     def __init__(self, model: Path | bytes, providers: list[str], threads: int | None):
@@ -70,7 +65,8 @@ class OrtSession:
         # An fp16 variant may take float16 input (converted without keep_io_types): feed it that.
         self.dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.output = self.session.get_outputs()[0].name
-        self._bound: dict[tuple[int, ...], tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._bound: dict[tuple[int, ...], tuple[Callable[[], None], np.ndarray, np.ndarray]] = {}
+        self.run_options = ort.RunOptions()  # one object for every call: see `caller`
 
     def options(self, threads: int | None) -> Any:
         """The SessionOptions every session gets (bench/ort_floor.py overrides this to compare others)."""
@@ -101,15 +97,28 @@ class OrtSession:
         binding = self.session.io_binding()
         binding.bind_cpu_input(self.input, buffer)  # bound by reference: writing `buffer` feeds the model
         binding.bind_output(self.output, "cpu", 0, out.dtype, out.shape, out.ctypes.data)
-        self._bound[x.shape] = (binding, buffer, out)
+        self._bound[x.shape] = (self.caller(binding), buffer, out)  # `out` lives as long as the binding
         return self._bound[x.shape]
+
+    def caller(self, binding: Any) -> Callable[[], None]:
+        """One run of the bound buffers. Not `session.run_with_iobinding(binding)`: with no RunOptions the
+        C++ side builds a default one inside every call, and the Python wrapper (onnxruntime 1.32) reads a
+        run config entry and checks WebGPU graph capture first; given a RunOptions without that entry it
+        raises and catches an exception, ~45 µs. Calling the bound C++ session with one reused RunOptions,
+        lenet_2k went 10.3 → 8.0 µs and the Identity floor 4.7 → 2.9 µs (thread CPU time, best of 11
+        interleaved rounds; bench/ort_floor.md). The public call stays the fallback should onnxruntime
+        rename its private `_sess`/`_iobinding`."""
+        session, raw = getattr(self.session, "_sess", None), getattr(binding, "_iobinding", None)
+        if session is None or raw is None:
+            return functools.partial(self.session.run_with_iobinding, binding)
+        return functools.partial(session.run_with_iobinding, raw, self.run_options)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits for `x`. The array returned is reused by the next call with the same input shape."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        binding, buffer, out = self._bound.get(x.shape) or self._bind(x)
+        run, buffer, out = self._bound.get(x.shape) or self._bind(x)
         np.copyto(buffer, x)
-        self.session.run_with_iobinding(binding)
+        run()
         return out
 
 

@@ -62,6 +62,26 @@ def test_ort_cpu_matches_plain_session_run_at_each_batch(tmp_path):
         np.testing.assert_allclose(got, x.reshape(batch, 64) @ w.T, rtol=1e-4, atol=1e-4)
 
 
+def test_public_call_fallback_gives_the_same_results(tmp_path):
+    """`OrtSession.caller` calls onnxruntime's private `_sess` for speed; a session without it (a future
+    onnxruntime) falls back to the public `run_with_iobinding`, with the same results."""
+
+    class PublicOnly:  # what onnxruntime documents of an InferenceSession, and nothing private
+        def __init__(self, session):
+            self.run, self.io_binding = session.run, session.io_binding
+            self.run_with_iobinding = session.run_with_iobinding
+
+    w = linear_model(tmp_path / "model.onnx", seed=3)
+    fast = OrtSession(tmp_path / "model.onnx", ["CPUExecutionProvider"], 1)
+    public = OrtSession(tmp_path / "model.onnx", ["CPUExecutionProvider"], 1)
+    public.session = PublicOnly(public.session)
+    rng = np.random.default_rng(4)
+    for batch in (1, 2, 1):
+        x = rng.standard_normal((batch, 1, 8, 8)).astype(np.float32)
+        np.testing.assert_array_equal(public.run(x), fast.run(x))
+        np.testing.assert_allclose(public.run(x), x.reshape(batch, 64) @ w.T, rtol=1e-4, atol=1e-4)
+
+
 def test_gpu_providers_say_why_they_are_unavailable():
     have = ort.get_available_providers()
     for name, provider in (("ort-cuda", "CUDAExecutionProvider"), ("ort-trt", "TensorrtExecutionProvider")):

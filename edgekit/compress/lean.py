@@ -25,20 +25,35 @@ SPATIAL_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
 
 def _strip(model: onnx.ModelProto) -> None:
     """Doc strings, producer, metadata_props, node names, shape-inference results, unused opsets."""
-    model.doc_string = model.producer_name = model.producer_version = model.domain = ""
     del model.metadata_props[:]  # edgekit.json describes every variant; no copy travels in the file
     graph = model.graph
-    graph.name, graph.doc_string = "g", ""
+    graph.name = "g"  # the one string onnx.checker requires
     del graph.value_info[:]
     for node in graph.node:
-        node.name = node.doc_string = ""
+        node.ClearField("name")
+        node.ClearField("doc_string")
         del node.metadata_props[:]
-    for value in [*graph.input, *graph.output, *graph.initializer]:
-        value.doc_string = ""
     used = {node.domain for node in graph.node} | {"", "ai.onnx"}
     kept = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(kept)
+    for field in ("doc_string", "producer_name", "producer_version", "domain"):
+        model.ClearField(field)
+    _clear_empty_strings(model)
+
+
+def _clear_empty_strings(message) -> None:
+    """Unset every empty string field (doc_string = "" and the like). onnx is proto2: a field set to ""
+    is still written, 2 bytes each, on every node, tensor and value; unset it reads back as "" all
+    the same. Fields of a oneof (a shape's dim_param) stay: there, which member is set carries meaning."""
+    for field, value in message.ListFields():
+        repeated = field.label == field.LABEL_REPEATED if hasattr(field, "label") else field.is_repeated
+        if field.type == field.TYPE_MESSAGE:
+            for child in value if repeated else [value]:
+                _clear_empty_strings(child)
+        elif field.type == field.TYPE_STRING and not repeated and field.containing_oneof is None:
+            if value == "":
+                message.ClearField(field.name)
 
 
 def _defaults(model: onnx.ModelProto) -> None:
@@ -63,6 +78,43 @@ def _is_default(op_type: str, attribute: onnx.AttributeProto, schema: onnx.defs.
     if default is None or default.type == onnx.AttributeProto.UNDEFINED:
         return False
     return helper.get_attribute_value(default) == helper.get_attribute_value(attribute)
+
+
+def _ceil_mode(model: onnx.ModelProto) -> None:
+    """ceil_mode=1 on a pool whose windows tile its input exactly (8 → 4 → 2): rounding up or down gives
+    the same output shape, so the attribute takes its default. Needs the input's spatial sizes."""
+    shapes = _shapes(model)
+    for node in model.graph.node:
+        if node.op_type not in SPATIAL_OPS or not node.input or node.input[0] not in shapes:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("ceil_mode") != 1 or "kernel_shape" not in attrs:
+            continue
+        spatial, kernel = shapes[node.input[0]][2:], attrs["kernel_shape"]
+        strides = attrs.get("strides", [1] * len(kernel))
+        pads = attrs.get("pads", [0] * 2 * len(kernel))
+        dilations = attrs.get("dilations", [1] * len(kernel))
+        if len(spatial) != len(kernel) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        exact = all(
+            (size + pads[i] + pads[i + len(kernel)] - ((kernel[i] - 1) * dilations[i] + 1)) % strides[i] == 0
+            for i, size in enumerate(spatial)
+        )
+        if exact:
+            kept = [a for a in node.attribute if a.name != "ceil_mode"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Each tensor's shape where every dimension but the batch is known (shape inference on a copy)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph, shapes = inferred.graph, {}
+    for value in [*graph.input, *graph.value_info]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) > 2 and all(d.HasField("dim_value") for d in dims[1:]):
+            shapes[value.name] = [0, *(d.dim_value for d in dims[1:])]
+    return shapes
 
 
 def _zero_points(model: onnx.ModelProto) -> None:
@@ -142,6 +194,7 @@ def _names(model: onnx.ModelProto) -> None:
 PASSES: tuple[Callable[[onnx.ModelProto], None], ...] = (
     _strip,
     _defaults,
+    _ceil_mode,
     _zero_points,
     _requantized,
     _shared,

@@ -16,7 +16,7 @@ FAMILIES = ["lenet", "resnet_small", "mobilenet_tiny"]  # the families built fro
 # The configs recipes use on digits, with the parameter range each must land in.
 LADDER = {
     "lenet_small": ("lenet", {}, 17_000, 23_000),
-    "lenet_small_dw": ("lenet", {"conv": "dwsep"}, 2_500, 3_500),
+    "lenet_small_dw": ("lenet", {"conv": "dwsep", "stem_conv": "standard"}, 2_500, 3_500),
     "lenet_2k": ("lenet", {"channels": [8, 16]}, 1_700, 2_300),
     "lenet_1k": ("lenet", {"channels": [6, 10]}, 800, 1_200),
     "resnet_small": ("resnet_small", {}, 50_000, 150_000),
@@ -118,6 +118,26 @@ def test_dwsep_lowers_params(arch):
     assert dwsep < standard
     groups = [m.groups for m in digits_model(arch, {"conv": "dwsep"}).modules() if isinstance(m, nn.Conv2d)]
     assert max(groups) > 1
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_stem_conv_sets_only_the_conv_that_reads_the_image(arch):
+    """stem_conv=standard: one full conv on the image, the rest stay depthwise-separable; unset, the stem
+    follows `conv` as before, so checkpoints saved without the option rebuild to the same shapes."""
+
+    def convs(options):
+        return [m for m in digits_model(arch, options).modules() if isinstance(m, nn.Conv2d)]
+
+    dwsep, stem = convs({"conv": "dwsep"}), convs({"conv": "dwsep", "stem_conv": "standard"})
+    reads_image = [c for c in stem if c.in_channels == DIGITS["in_channels"]]
+    assert len(reads_image) == 1 and reads_image[0].groups == 1 and reads_image[0].kernel_size == (3, 3)
+    assert max(c.groups for c in stem) > 1  # later convs still depthwise
+    assert len(stem) == len(dwsep) - 1  # the stem's depthwise + pointwise pair became one conv
+    assert [c.weight.shape for c in convs({"conv": "dwsep", "stem_conv": None})] == [
+        c.weight.shape for c in dwsep
+    ]
+    standard = convs({"conv": "standard", "stem_conv": "dwsep"})
+    assert standard[0].groups == 1 and standard[0].kernel_size == (3, 3) and standard[1].kernel_size == (1, 1)
 
 
 @pytest.mark.parametrize("name", LADDER)

@@ -62,6 +62,10 @@ class Knobs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     conv: Literal["standard", "dwsep"] = "standard"
+    # The conv that reads the image; None: `conv`'s kind. On a one-channel image a depthwise-separable
+    # conv is rank 1 (each output channel a scaled copy of one filtered image): lenet_small_dw trained to
+    # 91.7% test accuracy so and 97.4% with a standard stem (2 seeds each), for 119 more parameters.
+    stem_conv: Literal["standard", "dwsep"] | None = None
     norm: Literal["batch", "group", "layer", "instance", "none"] = "batch"
     act: str = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -89,15 +93,20 @@ def norm(channels: int, knobs: Knobs) -> nn.Module:
     return NORMS[knobs.norm](channels)
 
 
-def conv(cin: int, cout: int, k: int, stride: int, knobs: Knobs, bias: bool = False) -> nn.Module:
-    """A k×k conv of the recipe's kind (a bare conv, no norm)."""
-    return CONVS[knobs.conv](cin, cout, k, stride, bias)
+def conv(
+    cin: int, cout: int, k: int, stride: int, knobs: Knobs, bias: bool = False, stem: bool = False
+) -> nn.Module:
+    """A k×k conv of the recipe's kind (a bare conv, no norm); `stem`: the conv that reads the image."""
+    kind = knobs.stem_conv if stem and knobs.stem_conv else knobs.conv
+    return CONVS[kind](cin, cout, k, stride, bias)
 
 
-def conv_bn_act(cin: int, cout: int, k: int, stride: int, knobs: Knobs, act_: bool = True) -> nn.Sequential:
+def conv_bn_act(
+    cin: int, cout: int, k: int, stride: int, knobs: Knobs, act_: bool = True, stem: bool = False
+) -> nn.Sequential:
     """conv → norm → activation; the conv has a bias only when there is no norm to absorb it."""
     layers = OrderedDict(
-        conv=conv(cin, cout, k, stride, knobs, bias=knobs.norm == "none"),
+        conv=conv(cin, cout, k, stride, knobs, bias=knobs.norm == "none", stem=stem),
         norm=norm(cout, knobs),
     )
     if act_:

@@ -12,7 +12,8 @@ from edgekit.models.layers import Knobs, chain, children, conv_bn_act, mlp, out_
 
 
 class LeNetParams(Knobs):
-    # Defaults: 19,258 params on digits (1×8×8, 10 classes); conv=dwsep with the same channels: 3,187.
+    # Defaults: 19,258 params on digits (1×8×8, 10 classes); conv=dwsep with the same channels: 3,187,
+    # and 3,306 with stem_conv=standard (lenet_small_dw).
     channels: list[int] = Field(default_factory=lambda: [16, 32, 48], min_length=1)
     kernel_size: int = Field(3, ge=1)
     hidden: list[int] = Field(default_factory=list)
@@ -28,8 +29,8 @@ class LeNet(Classifier):
         }
 
 
-def _stage(cin: int, cout: int, p: LeNetParams) -> nn.Sequential:
-    block = conv_bn_act(cin, cout, p.kernel_size, 1, p)
+def _stage(cin: int, cout: int, p: LeNetParams, stem: bool) -> nn.Sequential:
+    block = conv_bn_act(cin, cout, p.kernel_size, 1, p, stem=stem)
     # ceil_mode keeps a 1×1 map at 1×1, so 8×8 digits survive any number of stages (8→4→2→1→1).
     block.add_module("pool", nn.MaxPool2d(2, ceil_mode=True))
     return block
@@ -38,7 +39,8 @@ def _stage(cin: int, cout: int, p: LeNetParams) -> nn.Sequential:
 @MODELS.register("lenet", LeNetParams)
 def lenet(p: LeNetParams, in_channels: int, num_classes: int, image_size: int) -> LeNet:
     widths = [scale(c, p) for c in p.channels]
-    stages = [_stage(cin, cout, p) for cin, cout in zip([in_channels, *widths], widths, strict=False)]
+    pairs = enumerate(zip([in_channels, *widths], widths, strict=False))
+    stages = [_stage(cin, cout, p, stem=i == 0) for i, (cin, cout) in pairs]
     features = chain(stages, p, prefix="stage")
     shape = out_shape(features, in_channels, image_size)
     # Average pooling makes the head independent of image size; flatten keeps the spatial layout.

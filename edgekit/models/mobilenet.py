@@ -122,7 +122,7 @@ def mobilenet_tiny(p: MobileNetParams, in_channels: int, num_classes: int, image
     stem = scale(p.stem_channels, p)
     stages, cin = _stages(p, stem)
     last = scale(p.last_channels, p)
-    layers = OrderedDict(stem=conv_bn_act(in_channels, stem, 3, 1, p))
+    layers = OrderedDict(stem=conv_bn_act(in_channels, stem, 3, 1, p, stem=True))
     layers.update(chain(stages, p, prefix="stage").named_children())
     layers["last"] = conv_bn_act(cin, last, 1, 1, p)
     head = OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten())

@@ -137,7 +137,7 @@ def resnet_small(p: ResNetParams, in_channels: int, num_classes: int, image_size
             blocks.append(BasicBlock(cin, mid, cout, 2 if i and not j else 1, p, project))
             cin = cout
         stages.append(chain(blocks, p, prefix="block"))
-    layers = OrderedDict(stem=conv_bn_act(in_channels, stem, 3, 1, p))
+    layers = OrderedDict(stem=conv_bn_act(in_channels, stem, 3, 1, p, stem=True))
     layers.update(chain(stages, p, prefix="stage").named_children())
     features = nn.Sequential(layers)
     # No global pooling: the head sees the whole map, which is what makes its size worth studying.

@@ -132,6 +132,15 @@ def test_wilson_interval_by_hand():
 # --------------------------------------------------------------------------------------------- bench
 
 
+def test_floor_is_timed_after_each_bundle_and_reported_as_the_median(tmp_path):
+    paths = [random_bundle(tmp_path / "export" / name) for name in ("a", "b", "c")]
+    results = bench(paths, ["ort-cpu"], threads=1, batches=[1], out_dir=tmp_path / "bench", **FAST)
+    (floor,) = results["floor"]  # one input shape, so one floor row
+    each = floor["measurements_ms"]
+    assert len(each) == 3 and all(ms > 0 for ms in each)
+    assert floor["latency_ms"] == sorted(each)[1]
+
+
 def test_bench_writes_every_report(tmp_path):
     path = random_bundle(tmp_path / "export")
     out = tmp_path / "bench"

@@ -156,7 +156,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"Timing: one warm-up window, then {m['timing']['windows']} windows of at least "
         f"{m['timing']['min_window_s']} s; ms is the median window's time per call, p50/p90/p99 over every "
         "call. 'agree' is top-1 agreement with the fp32 model on onnxruntime CPU; 'ort floor' is a "
-        "one-node Identity graph (the per-call cost of onnxruntime itself); 'mem +MB' is resident memory "
+        "one-node Identity graph (the per-call cost of onnxruntime itself), timed after each bundle of its "
+        "input shape: the row is the median of those measurements; 'mem +MB' is resident memory "
         "added from loading to the end of timing (with any library the runtime loads on first use); "
         "results.json also has the process's peak RSS so far, which only grows from row to row.",
         "",

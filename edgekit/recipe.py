@@ -40,6 +40,9 @@ class DataSection(Choice):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     split_seed: int = 0
+    # At most N training images per class (seeded by split_seed, stratified), taken before val is carved:
+    # small-data studies and learning curves. None: all of them.
+    train_per_class: int | None = Field(None, ge=1)
     augment: dict[str, Any] = Field(default_factory=dict)  # validated by data.loader.AugmentParams
 
 

@@ -80,7 +80,41 @@ def test_split_indices_partition_and_carve_val_from_train():
     given = torch.tensor([TRAIN] * 80 + [TEST] * 20, dtype=torch.uint8)
     parts = split_indices(labels, given, 0.2, 0.5, seed=0)
     assert torch.equal(parts[TEST], torch.arange(80, 100))  # the data's own test set is kept
-    assert len(parts[VAL]) == 20 and parts[VAL].max() < 80
+    # val is a fraction of the 80 train images, not of all 100: 1,800 train + 10,000 test images
+    # once lost 1,770 of the 1,800 to val this way.
+    assert len(parts[VAL]) == 16 and parts[VAL].max() < 80
+
+
+def test_train_per_class_is_a_seeded_stratified_cap_before_val():
+    labels = torch.arange(1000) % 4  # 250 per class
+    given = torch.tensor([TRAIN] * 800 + [TEST] * 200, dtype=torch.uint8)
+    parts = split_indices(labels, given, 0.25, 0.1, seed=0, train_per_class=20)
+    pool = torch.cat([parts[TRAIN], parts[VAL]])
+    assert labels[pool].bincount().tolist() == [20, 20, 20, 20]  # capped per class, before val
+    assert len(parts[VAL]) == 20 and labels[parts[VAL]].bincount().tolist() == [5, 5, 5, 5]
+    assert len(parts[TEST]) == 200 and pool.max() < 800  # the test set is never capped
+    again = split_indices(labels, given, 0.25, 0.1, seed=0, train_per_class=20)
+    other = split_indices(labels, given, 0.25, 0.1, seed=1, train_per_class=20)
+    assert torch.equal(again[TRAIN], parts[TRAIN]) and not torch.equal(other[TRAIN], parts[TRAIN])
+
+
+def test_train_per_class_is_recorded_and_explained(tmp_path):
+    capped = digits(train_per_class=30)
+    assert sum(capped.per_class()["train"]) + sum(capped.per_class()["val"]) == 300
+    assert capped.fingerprint != digits().fingerprint
+    assert capped.describe().startswith("train 255 (25–26/class), val 45") and "test 270" in capped.describe()
+    assert digits(train_per_class=5000).notes == [
+        "data.train_per_class = 5000: no class has that many (at most 183); using all"
+    ]
+    with pytest.raises(EdgekitError, match="train_per_class = 0: expected a positive count"):
+        digits(train_per_class=0)
+
+
+def test_a_split_that_leaves_too_few_training_images_is_an_error():
+    with pytest.raises(
+        EdgekitError, match=r"leaves 0 training images of class '\d' \(train 8, val 2, test 270\)"
+    ):
+        digits(train_per_class=1)
 
 
 def test_split_is_deterministic_per_seed():
@@ -209,7 +243,7 @@ def test_imagefolder_train_test_folders(tmp_path):
     make_folder(tmp_path / "d" / "test", per_class=2, mixed=False)
     data = prepare("imagefolder", {"root": str(tmp_path / "d")}, None, 0.1, 0.3)
     assert len(data.test[1]) == 6  # from test/, not carved
-    assert len(data.val[1]) == 2 and len(data.train[1]) == 16  # 0.1 × 24 carved from train/
+    assert len(data.val[1]) == 2 and len(data.train[1]) == 16  # 0.1 × 18 carved from train/
     source = DATASETS.get("imagefolder").fn(DATASETS.get("imagefolder").params(root=tmp_path / "d"), None)
     assert source.split.tolist() == [TRAIN] * 18 + [TEST] * 6
 
@@ -299,7 +333,7 @@ def test_mnist_idx_files_load(tmp_path, layout):
     assert source.split.tolist() == [TRAIN] * 30 + [TEST] * 10
     assert len(source.class_names) == 10
     data = prepare("mnist", {"root": str(tmp_path)}, 8, 0.25, 0.25)
-    assert [len(p[1]) for p in (data.train, data.val, data.test)] == [20, 10, 10]
+    assert [len(p[1]) for p in (data.train, data.val, data.test)] == [22, 8, 10]  # val: 0.25 × 30 train
     assert data.train[0].shape[1:] == (1, 8, 8)
 
 
@@ -316,10 +350,10 @@ def write_cifar10(root: Path) -> np.ndarray:
     rng = np.random.default_rng(0)
     first = None
     for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+        data = rng.integers(0, 256, (8, 3072), dtype=np.uint8)
         first = data[0] if first is None else first
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": [(i + k) % 10 for k in range(4)]}, f)
+        with open(folder / name, "wb") as f:  # 4 train images per class: enough to carve val from
+            pickle.dump({"data": data, "labels": [(8 * i + k) % 10 for k in range(8)]}, f)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"class{k}" for k in range(10)]}, f)
     return first
@@ -329,14 +363,15 @@ def test_cifar10_pickles_load(tmp_path):
     first = write_cifar10(tmp_path)
     entry = DATASETS.get("cifar10")
     source = entry.fn(entry.params(root=tmp_path), None)
-    assert source.images.shape == (24, 3, 32, 32) and source.images.dtype == torch.uint8
+    assert source.images.shape == (48, 3, 32, 32) and source.images.dtype == torch.uint8
     # A CIFAR row is the red plane, then green, then blue.
     assert torch.equal(source.images[0], torch.from_numpy(first.reshape(3, 32, 32)))
-    assert source.split.tolist() == [TRAIN] * 20 + [TEST] * 4
+    assert source.split.tolist() == [TRAIN] * 40 + [TEST] * 8
     assert source.class_names == [f"class{k}" for k in range(10)]
     assert source.labels[:4].tolist() == [0, 1, 2, 3]
     data = prepare("cifar10", {"root": str(tmp_path)}, 16, 0.2, 0.2)
-    assert len(data.test[1]) == 4 and data.train[0].shape[1:] == (3, 16, 16)
+    assert len(data.test[1]) == 8 and len(data.val[1]) == 8  # val: 0.2 × the 40 train images
+    assert data.train[0].shape[1:] == (3, 16, 16)
 
 
 def test_cifar_missing_files_name_the_root(tmp_path):

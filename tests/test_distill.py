@@ -90,6 +90,31 @@ def test_zscore_matches_hand_computed_value():
     assert got.item() == pytest.approx(_mean(kd), rel=1e-4)
 
 
+def _pearson(a: list[float], b: list[float]) -> float:
+    ma, mb = _mean(a), _mean(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b))
+
+
+def test_dist_matches_hand_computed_value():
+    """DIST (Huang et al. 2022): β(1 − mean row Pearson) + γ(1 − mean column Pearson) of the softened
+    probabilities, · τ²; mixed with CE as (1 − α)·CE + α·KD."""
+    t, alpha, beta, gamma = 2.0, 0.6, 1.5, 0.5
+    ps = [_softmax(a, t) for a in STUDENT.tolist()]
+    pt = [_softmax(b, t) for b in TEACHER.tolist()]
+    inter = 1 - _mean([_pearson(a, b) for a, b in zip(ps, pt, strict=True)])
+    columns = range(len(ps[0]))
+    intra = 1 - _mean([_pearson([r[c] for r in ps], [r[c] for r in pt]) for c in columns])
+    kd = (beta * inter + gamma * intra) * t * t
+    ce = _mean([_ce(a, int(y)) for a, y in zip(STUDENT.tolist(), LABELS, strict=True)])
+    params = _params("dist", alpha=alpha, temperature=t, inter=beta, intra=gamma)
+    got = KD_LOSSES.get("dist").fn(STUDENT, TEACHER, LABELS, params)
+    assert got.item() == pytest.approx((1 - alpha) * ce + alpha * kd, rel=1e-4)
+    # A student whose predictions equal the teacher's has nothing left to learn from it.
+    same = KD_LOSSES.get("dist").fn(TEACHER * 1.0, TEACHER, LABELS, _params("dist", alpha=1.0))
+    assert same.item() == pytest.approx(0.0, abs=1e-5)
+
+
 @pytest.mark.parametrize("method", KD_LOSSES.names())
 def test_alpha_zero_is_plain_cross_entropy(method):
     got = KD_LOSSES.get(method).fn(STUDENT, TEACHER, LABELS, _params(method, alpha=0.0))

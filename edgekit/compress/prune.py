@@ -16,7 +16,7 @@ from rich.table import Column, Table
 from torch import nn
 
 from edgekit.compress.importance import IMPORTANCES, GroupNormPruner
-from edgekit.data import Prepared, prepare
+from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.models import Classifier, build_model, count_macs, count_params
@@ -204,10 +204,7 @@ def _source(run_dir: Path) -> tuple[Classifier, dict[str, Any], Prepared]:
     model = build_model(*[ckpt[k] for k in ("arch", "options", "in_channels", "num_classes", "image_size")])
     model.load_state_dict(ckpt["model"])
     recipe = validate(yaml.safe_load((run_dir / RECIPE_FILE).read_text()), str(run_dir / RECIPE_FILE))
-    d = recipe.data
-    data = prepare(
-        d.dataset, recipe.options("data"), d.image_size, d.val_fraction, d.test_fraction, d.split_seed
-    )
+    data = prepare_for(recipe)
     return model, ckpt, data
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,6 +15,9 @@ from edgekit.errors import EdgekitError
 
 # Bump when what `prepare` caches changes shape or meaning: old cache files are then ignored.
 CACHE_FORMAT = 1
+# Fewer training images of a class than this is an error: a split that leaves (almost) nothing to learn
+# a class from is a mistake in the fractions or the cap, never what the user wanted.
+MIN_TRAIN_PER_CLASS = 2
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images NCHW, int64 labels)
 
@@ -30,6 +33,38 @@ class Prepared:
     mean: list[float]  # per channel, 0..1 scale, from the train split only
     std: list[float]
     fingerprint: str  # identifies the data and the split: same value → same images in each split
+    notes: list[str] = field(default_factory=list)  # what the caller should tell the user once
+
+    def per_class(self) -> dict[str, list[int]]:
+        """split name → images of each class, for the run's log and summary."""
+        k = len(self.class_names)
+        return {
+            name: part[1].bincount(minlength=k).tolist()
+            for name, part in (("train", self.train), ("val", self.val), ("test", self.test))
+        }
+
+    def describe(self) -> str:
+        """'train 1530 (153/class), val 270 (27/class), test 10000 (1000/class)'."""
+        cells = []
+        for name, counts in self.per_class().items():
+            low, high = min(counts), max(counts)
+            each = f"{low}/class" if low == high else f"{low}–{high}/class"
+            cells.append(f"{name} {sum(counts)} ({each})")
+        return ", ".join(cells)
+
+
+def prepare_for(recipe) -> Prepared:
+    """The data a recipe's `data:` section describes: the one way a stage loads a run's data."""
+    d = recipe.data
+    return prepare(
+        d.dataset,
+        recipe.options("data"),
+        d.image_size,
+        d.val_fraction,
+        d.test_fraction,
+        split_seed=d.split_seed,
+        train_per_class=d.train_per_class,
+    )
 
 
 def prepare(
@@ -40,15 +75,20 @@ def prepare(
     test_fraction: float,
     split_seed: int = 0,
     cache_dir: Path | None = None,
+    train_per_class: int | None = None,
 ) -> Prepared:
     """Load `dataset` (decoded once, then from the cache) and split it into train/val/test.
 
-    Fractions are of the whole dataset. Data without splits is split stratified by class: digits with
-    0.15/0.15 gives 1257/270/270. Data with train+test only (MNIST, CIFAR) keeps its test set and carves
-    val_fraction × N from train. Data with train/val/test folders keeps all three; the fractions are
-    then unused. Options are validated by the dataset's params class (pydantic's ValidationError
-    propagates for the caller to format).
+    Data without splits is split stratified by class, both fractions of the whole dataset: digits with
+    0.15/0.15 gives 1257/270/270. Data with train+test only (MNIST, CIFAR, a train/ test/ folder) keeps
+    its test set and carves val_fraction × the *train* images from train. Data with train/val/test
+    folders keeps all three. `train_per_class` caps the training pool at N images per class (seeded,
+    stratified) before val is carved, and val is then a fraction of the capped pool: the small-data
+    regime. Options are validated by the dataset's params class (pydantic's ValidationError propagates
+    for the caller to format).
     """
+    if train_per_class is not None and train_per_class < 1:
+        raise EdgekitError(f"data.train_per_class = {train_per_class}: expected a positive count")
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise EdgekitError(f"data.{name} = {value}: expected a fraction in [0, 1)")
@@ -77,10 +117,13 @@ def prepare(
 
     data = cached(key, build, cache_dir)
     images, labels = data["images"], data["labels"]
-    parts = split_indices(labels, data["split"], val_fraction, test_fraction, split_seed)
+    parts = split_indices(labels, data["split"], val_fraction, test_fraction, split_seed, train_per_class)
+    _check_enough_to_train(parts, labels, data["class_names"])
     train, val, test = ((images[parts[s]], labels[parts[s]]) for s in (TRAIN, VAL, TEST))
     mean, std = channel_stats(train[0])
     split_key = {"cache": key, "val": val_fraction, "test": test_fraction, "seed": split_seed}
+    if train_per_class is not None:  # absent otherwise, so uncapped runs keep their fingerprints
+        split_key["train_per_class"] = train_per_class
     return Prepared(
         train=train,
         val=val,
@@ -91,23 +134,76 @@ def prepare(
         mean=mean,
         std=std,
         fingerprint=hashlib.sha256(json.dumps(split_key, sort_keys=True).encode()).hexdigest()[:16],
+        notes=_cap_notes(labels, data["split"], data["class_names"], train_per_class),
     )
 
 
+def _cap_notes(labels: torch.Tensor, split, class_names: list[str], cap: int | None) -> list[str]:
+    """One note when the cap exceeds what some classes have (they are used whole)."""
+    if cap is None:
+        return []
+    pool = labels if split is None else labels[split == TRAIN]
+    counts = pool.bincount(minlength=len(class_names)).tolist()
+    short = [f"{class_names[c]} ({n})" for c, n in enumerate(counts) if n < cap]
+    if not short:
+        return []
+    if len(short) == len(counts):
+        return [f"data.train_per_class = {cap}: no class has that many (at most {max(counts)}); using all"]
+    return [f"data.train_per_class = {cap}: more than {', '.join(short)} have; using all of those"]
+
+
+def _check_enough_to_train(parts: dict[int, torch.Tensor], labels: torch.Tensor, names: list[str]) -> None:
+    counts = labels[parts[TRAIN]].bincount(minlength=len(names))
+    present = labels.bincount(minlength=len(names)) > 0
+    short = [c for c in range(len(names)) if present[c] and counts[c] < MIN_TRAIN_PER_CLASS]
+    if short:
+        sizes = ", ".join(f"{n} {len(parts[s])}" for n, s in (("train", TRAIN), ("val", VAL), ("test", TEST)))
+        worst = min(short, key=lambda c: int(counts[c]))
+        raise EdgekitError(
+            f"data: the split leaves {int(counts[worst])} training images of class '{names[worst]}' "
+            f"({sizes}); at least {MIN_TRAIN_PER_CLASS} per class are needed: lower "
+            "data.val_fraction/test_fraction or raise data.train_per_class"
+        )
+
+
 def split_indices(
-    labels: torch.Tensor, split: torch.Tensor | None, val_fraction: float, test_fraction: float, seed: int
+    labels: torch.Tensor,
+    split: torch.Tensor | None,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    train_per_class: int | None = None,
 ) -> dict[int, torch.Tensor]:
-    """TRAIN/VAL/TEST → sorted indices: the given splits, with missing test then val carved from train."""
+    """TRAIN/VAL/TEST → sorted indices: the given splits, with missing test then val carved from train.
+
+    Without splits both fractions are of the whole dataset. With a given test split (or a cap), val is
+    a fraction of the training pool: 1,800 train + 10,000 test images must not lose 1,770 to val.
+    """
     n = len(labels)
+    whole = split is None and train_per_class is None
     split = torch.zeros(n, dtype=torch.uint8) if split is None else split
     parts = {s: torch.nonzero(split == s).flatten() for s in (TRAIN, VAL, TEST)}
-    # Carve test before val so that, for data without splits, both come out of the whole dataset.
-    for part, fraction in ((TEST, test_fraction), (VAL, val_fraction)):
-        if len(parts[part]) == 0:
-            parts[TRAIN], parts[part] = _carve(parts[TRAIN], labels, _count(fraction, n), seed)
+    if len(parts[TEST]) == 0:
+        parts[TRAIN], parts[TEST] = _carve(parts[TRAIN], labels, _count(test_fraction, n), seed)
+    if train_per_class is not None:
+        parts[TRAIN] = cap_per_class(parts[TRAIN], labels, train_per_class, seed)
+    if len(parts[VAL]) == 0:
+        pool = n if whole else len(parts[TRAIN])
+        parts[TRAIN], parts[VAL] = _carve(parts[TRAIN], labels, _count(val_fraction, pool), seed)
     if len(parts[TRAIN]) == 0:
         raise EdgekitError(f"{n} images leave none for training; lower data.val_fraction/test_fraction")
     return parts
+
+
+def cap_per_class(index: torch.Tensor, labels: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
+    """At most `cap` of `index` per class, drawn at random for `seed` (a class with fewer keeps all)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = index[torch.randperm(len(index), generator=generator)]
+    ranks = torch.zeros(len(order), dtype=torch.long)
+    for c in labels[order].unique():  # the rank of each image among its class, in the drawn order
+        mine = labels[order] == c
+        ranks[mine] = torch.arange(int(mine.sum()))
+    return order[ranks < cap].sort().values
 
 
 def _count(fraction: float, n: int) -> int:

@@ -23,7 +23,7 @@ from edgekit.bundle_meta import (
     Variant,
     Versions,
 )
-from edgekit.data import Prepared, prepare
+from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.export import onnx as to
@@ -80,10 +80,7 @@ def export_run(
 
 def _data(recipe: Recipe, ckpt: dict[str, Any], checkpoint: Path, console) -> Prepared:
     """The run's dataset and split, as the recipe in the checkpoint says; it must fit the model."""
-    d = recipe.data
-    data = prepare(
-        d.dataset, recipe.options("data"), d.image_size, d.val_fraction, d.test_fraction, d.split_seed
-    )
+    data = prepare_for(recipe)
     found = {"in_channels": data.in_channels, "image_size": data.image_size, "class_names": data.class_names}
     for key, value in found.items():
         if value != ckpt[key]:
@@ -93,7 +90,7 @@ def _data(recipe: Recipe, ckpt: dict[str, Any], checkpoint: Path, console) -> Pr
             )
     if console is not None and data.fingerprint != ckpt.get("data_fingerprint"):
         console.print(
-            f"[yellow]warning:[/] data.{d.dataset} changed since {checkpoint} was trained; the "
+            f"[yellow]warning:[/] data.{recipe.data.dataset} changed since {checkpoint} was trained; the "
             "validation and test images may differ from the run's"
         )
     return data

@@ -1,4 +1,4 @@
-"""Training losses: `LOSSES` (supervised: ce) and `KD_LOSSES` (distillation: hinton, dkd, zscore).
+"""Training losses: `LOSSES` (supervised: ce) and `KD_LOSSES` (distillation: hinton, dkd, zscore, dist).
 
 A distillation loss is f(student_logits, teacher_logits, targets, params) → scalar. Every method mixes
 cross-entropy on the labels with its distillation term as `(1 - alpha) * CE + alpha * KD`, so `alpha=0`
@@ -105,3 +105,32 @@ def zscore_kd(
     student, teacher = student.float(), teacher.float()
     kd = _soft_kl(zscore(student), zscore(teacher), p.temperature)
     return _mix(student, targets, kd, p.alpha)
+
+
+class DISTParams(KDParams):
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)  # the paper's τ = 1
+    inter: float = Field(1.0, ge=0)  # the paper's β: weight of the per-image (inter-class) relation
+    intra: float = Field(1.0, ge=0)  # the paper's γ: weight of the per-class (intra-class) relation
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of each row of `a` with the same row of `b`."""
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+@KD_LOSSES.register("dist", DISTParams)
+def dist(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, p: DISTParams) -> torch.Tensor:
+    """Huang et al., "Knowledge Distillation from A Stronger Teacher" (DIST, NeurIPS 2022): match the
+    *relations* of the softened predictions, not their values: 1 − Pearson correlation between student
+    and teacher per image (inter-class, weight β) and per class across the batch (intra-class, γ), × τ².
+    Correlation ignores shift and scale, so a small student is not pushed to the teacher's exact
+    confidence, which is what the paper finds makes a large capacity gap bridgeable."""
+    student, teacher = student.float(), teacher.float()
+    t = p.temperature
+    y_s, y_t = F.softmax(student / t, dim=1), F.softmax(teacher / t, dim=1)
+    inter = 1 - _pearson_rows(y_s, y_t).mean()
+    intra = 1 - _pearson_rows(y_s.T, y_t.T).mean()
+    return _mix(student, targets, (p.inter * inter + p.intra * intra) * t * t, p.alpha)

@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 
 from edgekit import __version__
-from edgekit.data import Prepared, prepare
+from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import AugmentParams, DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.models import build_model, count_macs, count_params
@@ -43,7 +43,7 @@ def start_recipe(
 
     `origin` (plain data, e.g. {"pruned_from": ...}) is saved in the run and kept in every summary.json.
     """
-    data = _prepare(recipe)
+    data = prepare_for(recipe)
     state = build_state(recipe, data)  # bad options fail here, before any folder is made
     if init_state is not None:
         state.model.load_state_dict(init_state)
@@ -65,7 +65,7 @@ def resume(run_path: Path, overrides: list[str], console: Console) -> Path:
     raw = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
     apply_overrides(raw, overrides, str(run_dir / RECIPE_FILE))
     recipe = validate(raw, str(run_dir / RECIPE_FILE))
-    data = _prepare(recipe)
+    data = prepare_for(recipe)
     state = build_state(recipe, data)
     _check_same_model(state.meta, ckpt, run_dir)
     restore(state, ckpt)
@@ -94,18 +94,6 @@ def _note_resume(run_dir: Path, recipe: Recipe, epoch: int, overrides: list[str]
             )
             + "\n"
         )
-
-
-def _prepare(recipe: Recipe) -> Prepared:
-    d = recipe.data
-    return prepare(
-        d.dataset,
-        recipe.options("data"),
-        d.image_size,
-        d.val_fraction,
-        d.test_fraction,
-        split_seed=d.split_seed,
-    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -140,6 +128,8 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         "params": count_params(model),
         "macs": count_macs(model, shape),
         "data_fingerprint": data.fingerprint,
+        "split": data.describe(),
+        "data_notes": data.notes,
         "edgekit_version": __version__,
     }
     cuda = device.type == "cuda"
@@ -230,6 +220,9 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         + (f" × {ddp.world_size()} processes" if ddp.world_size() > 1 else "")
         + f" → {run_dir}"
     )
+    console.print(f"data: {m['split']}")
+    for note in m["data_notes"]:
+        console.print(f"[yellow]note:[/] {note}")
     if "distill" in m:
         d = m["distill"]
         console.print(

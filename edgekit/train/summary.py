@@ -32,6 +32,7 @@ def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, row
         "images_per_s": round(sum(r["images_per_s"] for r in rows) / max(len(rows), 1), 1),
         "device": str(state.device),
         "torch": torch.__version__,
+        "split": state.meta.get("split"),  # images per split and class: what the run learnt from
     }
     if "distill" in state.meta:
         summary["distill"] = state.meta["distill"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +22,14 @@ def train(recipe: str, overrides: list[str], runs: Path) -> dict:
     path = ROOT / "recipes" / f"{recipe}.yaml"
     run_dir = run.start(path, ["track.wandb=disabled", *overrides], runs, Console(quiet=True))
     return {**json.loads((run_dir / "summary.json").read_text()), "run": str(run_dir)}
+
+
+def cpu() -> str:
+    """'AMD EPYC, 2 cores': the CPU every figure must name (machines differ by 2× and more)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    name = next((s.split(":", 1)[1].strip() for s in lines if s.startswith("model name")), platform.processor())
+    return f"{name or 'unknown'}, {os.cpu_count()} cores"
 
 
 def mean_std(values: list[float]) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from common import cpu
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -254,13 +255,8 @@ def load_average() -> str:
 
 
 def machine() -> dict[str, str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    cpu = next(
-        (s.split(":", 1)[1].strip() for s in lines if s.startswith("model name")), platform.processor()
-    )
     return {
-        "CPU": f"{cpu or 'unknown'}, {os.cpu_count()} cores",
+        "CPU": cpu(),
         "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}",

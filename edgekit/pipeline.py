@@ -1,4 +1,4 @@
-"""`edgekit pipeline`: teacher → KD student → prune + fine-tune → export → int8 → bench, resumable.
+"""`edgekit pipeline`: teacher → [assistant →] KD student → prune + fine-tune → export → int8 → bench.
 
 Each stage is the ordinary command's own function reading the previous stage's folder, so every
 intermediate result is a normal run or bundle. Outputs go to `runs/<name>/`, `export/<name>/` and
@@ -8,7 +8,6 @@ folders are the record), a half-trained run is resumed from its last epoch, and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from rich.console import Console
 
 from edgekit.errors import EdgekitError
 from edgekit.recipe import describe
-from edgekit.runs import RECIPE_FILE, load_checkpoint
+from edgekit.runs import Run
 
 
 class _Strict(BaseModel):
@@ -57,6 +56,9 @@ class BenchStage(_Strict):
 class PipelineFile(_Strict):
     name: str | None = None
     teacher: TrainStage
+    # A teacher assistant (Mirzadeh et al., AAAI 2020): a mid-sized model distilled from the teacher
+    # that then teaches the student, bridging a capacity gap too wide for the student to follow.
+    assistant: TrainStage | None = None
     student: TrainStage
     prune: PruneStage | None = None  # None: skip pruning
     quantize: QuantizeStage | None = None  # None: keep fp32 only
@@ -83,8 +85,8 @@ def load_pipeline(path: Path) -> PipelineFile:
         spec = PipelineFile.model_validate(raw)
     except ValidationError as e:
         raise EdgekitError(describe(e, PipelineFile, (), str(path))) from None
-    for stage in (spec.teacher, spec.student):
-        if not (Path(path).parent / stage.recipe).is_file():
+    for stage in (spec.teacher, spec.assistant, spec.student):
+        if stage is not None and not (Path(path).parent / stage.recipe).is_file():
             raise EdgekitError(f"{path}: recipe '{stage.recipe}' not found next to the pipeline file")
     return spec
 
@@ -96,7 +98,10 @@ def run_pipeline(path: Path, runs: Path, exports: Path, bench: Path, console: Co
     at = Where(Path(path), name, runs / name, exports / name, bench / name, console)
     _check_stage_options(spec)
     teacher = _train(at, "teacher", spec.teacher, [])
-    student = _train(at, "student", spec.student, [f"distill.teacher={teacher.resolve()}"])
+    tutor = teacher  # who teaches the student: the teacher, or the assistant it taught
+    if spec.assistant:
+        tutor = _train(at, "assistant", spec.assistant, [f"distill.teacher={teacher.resolve()}"])
+    student = _train(at, "student", spec.student, [f"distill.teacher={tutor.resolve()}"])
     final = _prune(at, spec.prune, student) if spec.prune else student
     bundles = [_export(at, run) for run in dict.fromkeys([teacher, student, final])]
     if spec.quantize:
@@ -131,23 +136,12 @@ def _latest(folder: Path, name: str) -> Path | None:
     return found[-1] if found else None
 
 
-def _progress(run: Path) -> str:
-    """'done', 'partial' (has a checkpoint to resume from) or 'empty' (killed before its first epoch)."""
-    summary = run / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text()).get("stopped") != "interrupted":
-        return "done"
-    if not (run / "last.pt").is_file():
-        return "empty"
-    epochs = yaml.safe_load((run / RECIPE_FILE).read_text())["train"]["epochs"]
-    return "done" if load_checkpoint(run / "last.pt")["epoch"] >= epochs else "partial"
-
-
 def _continue(at: Where, stage: str, run: Path | None) -> Path | None:
     """The stage's finished run, or the resumed one; None when it must start from nothing."""
     from edgekit.train import run as train
 
-    state = _progress(run) if run is not None else "empty"
-    if state == "done":
+    state = Run(run).status().state if run is not None else "new"
+    if state == "finished":
         _say(at, stage, f"done: {run}")
         return run
     if state == "partial":

@@ -1,20 +1,116 @@
-"""Run folders (`x`, `x-2`, …), atomic checkpoint writes, the checkpoint schema, newest-run lookup."""
+"""`Run`: a run folder's files, recipe, checkpoints, summary and status; atomic writes; checkpoints."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edgekit.errors import EdgekitError
 
 CHECKPOINT_FORMAT = "edgekit-checkpoint/1"
+# The files of a run folder; only this module spells their names.
 RECIPE_FILE = "recipe.yaml"
+BEST_FILE = "best.pt"
+LAST_FILE = "last.pt"
+SUMMARY_FILE = "summary.json"
+ORIGIN_FILE = "origin.json"  # what a run was made from (e.g. the run it was pruned from)
 
-# What every checkpoint holds besides tensors, so a model can be rebuilt without its recipe file.
-MODEL_KEYS = ("arch", "options", "in_channels", "num_classes", "image_size", "mean", "std", "class_names")
+# Why a run stopped, as summary.json's "stop" field ("stopped" keeps the sentence for people).
+StopKind = Literal["finished", "early stop", "diverged", "interrupted"]
+DONE: tuple[StopKind, ...] = ("finished", "early stop", "diverged")  # a diverged run would diverge again
+
+
+@dataclass(frozen=True)
+class Status:
+    """new: nothing to resume from; partial: running, or interrupted with a checkpoint; finished."""
+
+    state: Literal["new", "partial", "finished"]
+    stop: StopKind | None  # why it stopped, once it has a summary
+    epoch: int  # epochs in last.pt
+
+
+class Run:
+    """A run folder: the one owner of its file names, its recipe, its checkpoints and whether it is done."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @classmethod
+    def open(cls, path: Path) -> Run:
+        """The run named by `path` (a run folder or a checkpoint inside one), or a clear error."""
+        path = Path(path)
+        folder = path.parent if path.suffix == ".pt" else path
+        if not folder.is_dir():
+            raise EdgekitError(f"{path}: no such run folder")
+        if not (folder / RECIPE_FILE).is_file() or not (folder / LAST_FILE).is_file():
+            raise EdgekitError(f"{path}: not an edgekit run (expected {RECIPE_FILE} and {LAST_FILE} in it)")
+        return cls(folder)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def best(self) -> Path:
+        return self.folder / BEST_FILE
+
+    @property
+    def last(self) -> Path:
+        return self.folder / LAST_FILE
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.folder / RECIPE_FILE
+
+    @property
+    def summary_file(self) -> Path:
+        return self.folder / SUMMARY_FILE
+
+    def raw_recipe(self) -> dict[str, Any]:
+        import yaml
+
+        return yaml.safe_load(self.recipe_file.read_text())
+
+    def recipe(self, overrides: list[str] | tuple[str, ...] = ()):
+        """The run's resolved recipe, validated, with `overrides` applied (e.g. to extend a run)."""
+        from edgekit.recipe import apply_overrides, validate
+
+        raw = self.raw_recipe()
+        apply_overrides(raw, overrides, str(self.recipe_file))
+        return validate(raw, str(self.recipe_file))
+
+    def write_recipe(self, recipe) -> None:
+        import yaml
+
+        write_text(self.recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+
+    def summary(self) -> dict[str, Any] | None:
+        return json.loads(self.summary_file.read_text()) if self.summary_file.is_file() else None
+
+    def status(self) -> Status:
+        summary = self.summary()
+        stop = stop_kind(summary) if summary is not None else None
+        epoch = load_checkpoint(self.last)["epoch"] if self.last.is_file() else 0
+        if stop in DONE:
+            return Status("finished", stop, epoch)
+        if epoch == 0:
+            return Status("new", stop, epoch)
+        # Stopped after its last checkpoint but before its summary: nothing is left to train.
+        done = epoch >= self.raw_recipe()["train"]["epochs"]
+        return Status("finished" if done else "partial", "finished" if done else stop, epoch)
+
+
+def stop_kind(summary: dict[str, Any]) -> StopKind:
+    """summary.json's "stop"; summaries written before that field existed are read from "stopped"."""
+    if "stop" in summary:
+        return summary["stop"]
+    reason = summary.get("stopped") or "interrupted"
+    legacy = {"early stop": "early stop", "loss became": "diverged", "finished": "finished"}
+    return next((kind for start, kind in legacy.items() if reason.startswith(start)), "interrupted")
 
 
 def new_run_dir(runs_dir: Path, name: str) -> Path:
@@ -92,18 +188,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def run_dir_of(path: Path) -> Path:
     """The run folder named by `path` (a run folder or a checkpoint inside one), or a clear error."""
-    path = Path(path)
-    folder = path.parent if path.suffix == ".pt" else path
-    if not folder.is_dir():
-        raise EdgekitError(f"{path}: no such run folder")
-    if not (folder / RECIPE_FILE).is_file() or not (folder / "last.pt").is_file():
-        raise EdgekitError(f"{path}: not an edgekit run (expected {RECIPE_FILE} and last.pt in it)")
-    return folder
+    return Run.open(path).folder
 
 
 def newest_run(runs_dir: Path) -> Path:
     """The most recently written run under `runs_dir` (recursing one level for sweeps)."""
-    found = [p.parent for p in Path(runs_dir).glob("**/last.pt")]
+    found = [p.parent for p in Path(runs_dir).glob(f"**/{LAST_FILE}")]
     if not found:
         raise EdgekitError(f"{runs_dir}: no runs found (train one with `edgekit train recipes/x.yaml`)")
-    return max(found, key=lambda p: (p / "last.pt").stat().st_mtime)
+    return max(found, key=lambda p: (p / LAST_FILE).stat().st_mtime)

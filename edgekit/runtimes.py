@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
+from edgekit.runs import BEST_FILE
 
 RUNTIMES = Registry("runtime")
 
@@ -180,7 +181,7 @@ class TorchRuntime:
         then the project the bundle sits in (`<project>/export/<name>`); `checkpoint` may be a path
         (`runs/x/best.pt`) or a name inside `run`."""
         source = bundle.meta.get("source") or {}
-        run, ckpt = Path(source.get("run", "")), Path(source.get("checkpoint") or "best.pt")
+        run, ckpt = Path(source.get("run", "")), Path(source.get("checkpoint") or BEST_FILE)
         files = [ckpt, run / ckpt.name] if ckpt.parent != Path(".") else [run / ckpt]
         roots = [Path("."), Path(bundle.path).resolve().parent.parent]
         candidates = [root / f for f in files for root in roots]  # an absolute f stays itself

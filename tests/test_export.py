@@ -214,7 +214,7 @@ def test_torchvision_resnet18(runs, tmp_path):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     ckpt.pop("format")
-    ckpt.update(arch="torchvision", options=model.spec["options"], model=model.state_dict())
+    ckpt.update(arch="torchvision", options=model.spec.options, model=model.state_dict())
     ckpt["params"] = count_params(model)
     ckpt["recipe"]["model"] = {"arch": "torchvision", "name": "resnet18"}
     save_checkpoint(run_dir / "best.pt", ckpt)

@@ -48,7 +48,7 @@ def test_contract(arch):
     x = torch.randn(3, 1, 8, 8)
     assert torch.allclose(model.head(model.features(x)), model(x))
     # A checkpoint holds only model.spec's plain values: they must rebuild the same model.
-    rebuilt = build_model(**model.spec)
+    rebuilt = model.spec.build()
     assert count_params(rebuilt) == count_params(model)
     rebuilt.load_state_dict(model.state_dict())
     assert torch.allclose(model(x), rebuilt.eval()(x))
@@ -93,7 +93,7 @@ def test_pruned_model_rebuilds_from_widths(arch, options):
         ignored_layers=[model.classifier],
     )
     pruner.step()
-    rebuilt = digits_model(arch, {**model.spec["options"], **model.widths()})
+    rebuilt = digits_model(arch, {**model.spec.options, **model.widths()})
     assert count_params(rebuilt) == count_params(model) < count_params(digits_model(arch, options))
     rebuilt.load_state_dict(model.state_dict())
     model.eval(), rebuilt.eval()
@@ -238,7 +238,7 @@ def test_from_checkpoint_rebuilds_and_refuses_weights_of_another_shape():
     from edgekit.models import from_checkpoint
 
     model = build_model("lenet", {"channels": [4, 8]}, 1, 10, 8)
-    ckpt = {**model.spec, "model": model.state_dict()}
+    ckpt = {**model.spec.plain(), "model": model.state_dict()}
     rebuilt = from_checkpoint(ckpt, "a.pt")
     assert not rebuilt.training
     before, after = model.state_dict(), rebuilt.state_dict()

@@ -56,6 +56,25 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, monkeypatch):
     assert sorted(p.name for p in runs.iterdir()) == ["student", "student-pruned", "teacher"]
 
 
+def test_an_assistant_teaches_the_student(tmp_path, monkeypatch):
+    """teacher → assistant → student (Mirzadeh et al. 2020), each an ordinary distilled run."""
+    monkeypatch.chdir(tmp_path)
+    assistant = {"recipe": str(RECIPES / "lenet_small_dw.yaml"), "overrides": ["train.epochs=3"]}
+    path = _write(tmp_path, assistant=assistant, prune=None, quantize=None)
+    result = runner.invoke(app, ["pipeline", str(path)])
+    assert result.exit_code == 0, result.output
+    runs = tmp_path / "runs" / "mini"
+    assert sorted(p.name for p in runs.iterdir()) == ["assistant", "student", "teacher"]
+    taught = {
+        stage: json.loads((runs / stage / "summary.json").read_text())["distill"]["teachers"]
+        for stage in ("assistant", "student")
+    }
+    assert taught == {
+        "assistant": [str(runs / "teacher" / "best.pt")],
+        "student": [str(runs / "assistant" / "best.pt")],
+    }
+
+
 def test_an_interrupted_pipeline_resumes_the_run_it_stopped_in(tmp_path, monkeypatch):
     path = _write(tmp_path, prune=None, quantize=None)
     real, calls = loop.train_epoch, {"n": 0}

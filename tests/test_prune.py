@@ -58,7 +58,7 @@ def test_each_family_reaches_its_target_rebuilds_and_exports(name, tmp_path):
     assert pruned(x).shape == (64, 10)
     assert pruned.classifier.out_features == 10
     # What a checkpoint holds: plain options and tensors; weights_only loading refuses anything else.
-    torch.save({"options": pruned.spec["options"], "model": pruned.state_dict()}, tmp_path / "ckpt.pt")
+    torch.save({"options": pruned.spec.options, "model": pruned.state_dict()}, tmp_path / "ckpt.pt")
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert json.loads(json.dumps(ckpt["options"])) == ckpt["options"]
     rebuilt = build_model(arch, ckpt["options"], **DIGITS)
@@ -102,7 +102,7 @@ def test_group_norms_prune_and_rebuild(norm):
     model = model_of("lenet", {"channels": [8, 16], "norm": norm})
     pruned = prune_model(model, How("macs", 0.5), batch())
     assert count_macs(pruned, (1, 8, 8)) <= 0.5 * count_macs(model, (1, 8, 8))
-    assert pruned.spec["options"]["channels"] != [8, 16]
+    assert pruned.spec.options["channels"] != [8, 16]
 
 
 def test_out_of_reach_and_unprunable_are_one_line_errors():
@@ -126,7 +126,7 @@ def test_widths_keep_shortcuts_when_pruning_makes_widths_equal():
     mobilenet = model_of("mobilenet_tiny", equal)
     assert [b.residual for b in mobilenet.features.stage1.children()] == [False, True]
     for model in (resnet, mobilenet):
-        rebuilt = build_model(model.spec["arch"], {**model.spec["options"], **model.widths()}, **DIGITS)
+        rebuilt = model.spec.with_options(model.widths()).build()
         rebuilt.load_state_dict(model.state_dict())
     with pytest.raises(EdgekitError, match="model.projection"):
         model_of("resnet_small", {"channels": [48], "projection": [False]})

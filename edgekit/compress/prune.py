@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch_pruning as tp
-import yaml
 from rich.console import Console
 from rich.table import Column, Table
 from torch import nn
@@ -19,9 +17,9 @@ from edgekit.compress.importance import IMPORTANCES, GroupNormPruner
 from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
-from edgekit.models import Classifier, build_model, count_macs, count_params
+from edgekit.models import Classifier, count_macs, count_params, from_checkpoint
 from edgekit.recipe import Recipe, apply_overrides, validate
-from edgekit.runs import RECIPE_FILE, load_checkpoint, run_dir_of
+from edgekit.runs import Run, load_checkpoint, run_dir_of
 
 MAX_RATIO = 0.99  # of channels removed; at 1.0 torch-pruning would have to empty layers, which it refuses
 SEARCH_ITERS = 10  # trials of the channel ratio at most; the bracket shrinks by a quarter or more each
@@ -102,7 +100,7 @@ def prune_model(model: Classifier, how: How, batch: tuple[torch.Tensor, torch.Te
     """The pruned copy of `model` closest to (and not above) `how.keep` of its MACs or parameters."""
     if not model.widths():
         raise EdgekitError(
-            f"architecture '{model.spec.get('arch')}' cannot be pruned: its widths() gives no options "
+            f"architecture '{model.spec.arch}' cannot be pruned: its widths() gives no options "
             "to rebuild a pruned model from"
         )
     shape = tuple(batch[0].shape[1:])
@@ -161,11 +159,7 @@ def _next_ratio(lo: tuple[float, float], hi: tuple[float, float] | None, goal: f
 
 def rebuild(pruned: Classifier) -> Classifier:
     """The pruned model built from plain options (what a checkpoint stores), with its weights."""
-    spec = pruned.spec
-    options = {**spec["options"], **pruned.widths()}
-    model = build_model(spec["arch"], options, spec["in_channels"], spec["num_classes"], spec["image_size"])
-    model.load_state_dict(pruned.state_dict())
-    return model
+    return pruned.spec.with_options(pruned.widths()).load(pruned.state_dict(), "the pruned model").train()
 
 
 @torch.no_grad()
@@ -187,8 +181,8 @@ def _figures(model: nn.Module, data: Prepared, ckpt: dict[str, Any], shape: tupl
 
 def _finetune_recipe(run_dir: Path, options: dict, epochs: int, lr: float | None, overrides) -> Recipe:
     """The source run's recipe with the model's (pruned) options, the fine-tune epochs and lr, overrides."""
-    source = run_dir / RECIPE_FILE
-    raw = yaml.safe_load(source.read_text())
+    source = Run(run_dir).recipe_file
+    raw = Run(run_dir).raw_recipe()
     raw["name"] = f"{run_dir.name}-pruned"
     raw["model"] = {"arch": raw["model"]["arch"], **options}
     raw["train"]["epochs"] = epochs
@@ -200,12 +194,10 @@ def _finetune_recipe(run_dir: Path, options: dict, epochs: int, lr: float | None
 
 def _source(run_dir: Path) -> tuple[Classifier, dict[str, Any], Prepared]:
     """A run's best.pt as a model, the checkpoint, and the data it was trained on."""
-    ckpt = load_checkpoint(run_dir / "best.pt")
-    model = build_model(*[ckpt[k] for k in ("arch", "options", "in_channels", "num_classes", "image_size")])
-    model.load_state_dict(ckpt["model"])
-    recipe = validate(yaml.safe_load((run_dir / RECIPE_FILE).read_text()), str(run_dir / RECIPE_FILE))
-    data = prepare_for(recipe)
-    return model, ckpt, data
+    run = Run(run_dir)
+    ckpt = load_checkpoint(run.best)
+    model = from_checkpoint(ckpt, run.best).train()
+    return model, ckpt, prepare_for(run.recipe())
 
 
 def prune_run(
@@ -238,14 +230,14 @@ def prune_run(
         "before": before,
         "pruned": after,  # before fine-tuning; the summary's own figures are after it
     }
-    recipe = _finetune_recipe(run_dir, pruned.spec["options"], finetune_epochs, lr, overrides)
+    recipe = _finetune_recipe(run_dir, pruned.spec.options, finetune_epochs, lr, overrides)
     console.print(
         f"pruned {run_dir}: {before['params']:,} → {after['params']:,} parameters, "
         f"{before['macs']:,} → {after['macs']:,} MACs; fine-tuning {recipe.train.epochs} epochs"
     )
     origin = {"pruned_from": report}
     out = start_recipe(recipe, runs_dir or run_dir.parent, console, pruned.state_dict(), origin)
-    console.print(_table(report, json.loads((out / "summary.json").read_text())))
+    console.print(_table(report, Run(out).summary()))
     return out
 
 

@@ -30,7 +30,7 @@ from edgekit.export import onnx as to
 from edgekit.export import parity
 from edgekit.models import from_checkpoint
 from edgekit.recipe import Recipe, validate
-from edgekit.runs import load_checkpoint, newest_run, run_dir_of
+from edgekit.runs import Run, load_checkpoint, newest_run
 
 EVAL_CAP = 2000  # eval.npz holds the whole test split up to this many images, else a stratified sample
 PARITY_CAP = 1000  # validation images the parity check runs on
@@ -50,12 +50,13 @@ def export_run(
     `out_root/<run name>/` (`-2`, `-3`, … when taken, unless `force`). Returns the bundle folder."""
     fixed = to.parse_batch(batch)
     to.check_opset(opset)
-    run_dir = run_dir_of(run) if run is not None else newest_run(runs_dir)
-    checkpoint = Path(run) if run is not None and Path(run).suffix == ".pt" else run_dir / "best.pt"
+    source = Run.open(run) if run is not None else Run(newest_run(runs_dir))
+    run_dir = source.folder
+    checkpoint = Path(run) if run is not None and Path(run).suffix == ".pt" else source.best
     if not checkpoint.is_file():
         raise EdgekitError(
             f"{run_dir}: no {checkpoint.name} (the run has not saved a best checkpoint yet); "
-            f"train it longer or pass a checkpoint file, e.g. {run_dir / 'last.pt'}"
+            f"train it longer or pass a checkpoint file, e.g. {source.last}"
         )
     ckpt = load_checkpoint(checkpoint)
     model = from_checkpoint(ckpt, checkpoint)
@@ -158,11 +159,11 @@ def _meta(run_dir, checkpoint, ckpt, recipe, opset, fixed, match, images, split_
 
 def _accuracy(run_dir: Path, checkpoint: Path) -> Accuracy:
     """Val and test accuracy from the run's summary.json, which measures best.pt (the default)."""
-    summary = run_dir / "summary.json"
-    if checkpoint.name != "best.pt" or not summary.is_file():
+    run = Run(run_dir)
+    if checkpoint.name != run.best.name or not run.summary_file.is_file():
         return Accuracy()
     try:
-        found = json.loads(summary.read_text())
+        found = run.summary()
     except json.JSONDecodeError:
         return Accuracy()
     return Accuracy(val=found.get("val_acc"), test=found.get("test_acc"))

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from edgekit.errors import EdgekitError
+from edgekit.models.spec import ModelSpec
 from edgekit.registry import Registry
 
 MODELS = Registry("architecture")
@@ -15,15 +16,15 @@ MODELS = Registry("architecture")
 class Classifier(nn.Module):
     """`features` (image → feature map or vector) then `head` (features → logits).
 
-    `spec` holds the plain values `build_model` was called with (arch, options, in_channels,
-    num_classes, image_size), so a checkpoint can rebuild the model without its recipe.
+    `spec` is the `ModelSpec` `build_model` was called with (arch, options with defaults filled in,
+    in_channels, num_classes, image_size), so a checkpoint can rebuild the model without its recipe.
     """
 
     def __init__(self, features: nn.Module, head: nn.Module):
         super().__init__()
         self.features = features
         self.head = head
-        self.spec: dict[str, Any] = {}
+        self.spec: ModelSpec | None = None
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -51,24 +52,16 @@ def build_model(arch: str, options: dict, in_channels: int, num_classes: int, im
     entry = MODELS.get(arch, "model.arch")
     params = entry.params.model_validate(options)
     model = entry.fn(params, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
-    model.spec = {
-        "arch": arch,
-        "options": params.model_dump(mode="json"),
-        "in_channels": in_channels,
-        "num_classes": num_classes,
-        "image_size": image_size,
-    }
+    model.spec = ModelSpec(
+        arch=arch,
+        options=params.model_dump(mode="json"),
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_size=image_size,
+    )
     return model
 
 
 def from_checkpoint(ckpt: dict[str, Any], source: Any) -> Classifier:
-    """The model a checkpoint describes (arch, options, input spec), with its weights, in eval mode."""
-    spec = [ckpt[k] for k in ("arch", "options", "in_channels", "num_classes", "image_size")]
-    model = build_model(*spec)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        shape = f"{ckpt['arch']} {ckpt['options']}"
-        raise EdgekitError(f"{source}: weights do not fit {shape} ({first})") from None
-    return model.eval()
+    """The model a checkpoint describes, with its weights, in eval mode: the one way to rebuild one."""
+    return ModelSpec.of(ckpt).load(ckpt["model"], source)

@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
-from edgekit.runs import save_checkpoint
+from edgekit.runs import BEST_FILE, LAST_FILE, save_checkpoint
 from edgekit.train import ddp
 from edgekit.train.optim import Schedule
 from edgekit.train.track import Tracker
@@ -196,11 +196,11 @@ def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
         if _improved(s, value) and math.isfinite(value):
             s.best, s.best_epoch, s.stale = value, s.epoch, 0
             if ddp.is_main():
-                save_checkpoint(run_dir / "best.pt", checkpoint_payload(s, for_best=True))
+                save_checkpoint(run_dir / BEST_FILE, checkpoint_payload(s, for_best=True))
         else:
             s.stale += 1
         if ddp.is_main():  # every rank holds the same weights; one writes them
-            save_checkpoint(run_dir / "last.pt", checkpoint_payload(s))
+            save_checkpoint(run_dir / LAST_FILE, checkpoint_payload(s))
         if s.patience is not None and s.stale >= s.patience:
             return f"early stop: {s.monitor} has not improved for {s.patience} epochs"
     return "finished"

@@ -8,21 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from rich.console import Console
 
 from edgekit import __version__
 from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import AugmentParams, DeviceLoader
 from edgekit.errors import EdgekitError
-from edgekit.models import build_model, count_macs, count_params
-from edgekit.recipe import Recipe, apply_overrides, load, validate
-from edgekit.runs import RECIPE_FILE, load_checkpoint, new_run_dir, run_dir_of, write_json, write_text
+from edgekit.models import ModelSpec, count_macs, count_params
+from edgekit.recipe import Recipe, load
+from edgekit.runs import ORIGIN_FILE, Run, load_checkpoint, new_run_dir, write_json
 from edgekit.train import ddp
 from edgekit.train.loop import NonFiniteLoss, State, fit, make_ema, restore
 from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
-from edgekit.train.summary import EVAL_BATCH, ORIGIN_FILE, summarize
+from edgekit.train.summary import EVAL_BATCH, summarize
 from edgekit.train.teacher import distillation
 from edgekit.train.track import Silent, Tracker
 
@@ -51,7 +50,7 @@ def start_recipe(
             state.ema = make_ema(state.model, recipe.train.ema)
     run_dir = ddp.from_main(new_run_dir(runs_dir, recipe.name) if ddp.is_main() else None)
     if ddp.is_main():
-        write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        Run(run_dir).write_recipe(recipe)
         if origin:
             write_json(run_dir / ORIGIN_FILE, origin)
     _train(state, recipe, run_dir, console, resume_epoch=0)
@@ -60,11 +59,10 @@ def start_recipe(
 
 def resume(run_path: Path, overrides: list[str], console: Console) -> Path:
     """`edgekit train --resume runs/x [train.epochs=N]`: continue, or extend, an existing run."""
-    run_dir = run_dir_of(run_path)
-    ckpt = load_checkpoint(run_dir / "last.pt")
-    raw = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
-    apply_overrides(raw, overrides, str(run_dir / RECIPE_FILE))
-    recipe = validate(raw, str(run_dir / RECIPE_FILE))
+    run = Run.open(run_path)
+    run_dir = run.folder
+    ckpt = load_checkpoint(run.last)
+    recipe = run.recipe(overrides)
     data = prepare_for(recipe)
     state = build_state(recipe, data)
     _check_same_model(state.meta, ckpt, run_dir)
@@ -82,7 +80,7 @@ def resume(run_path: Path, overrides: list[str], console: Console) -> Path:
 
 
 def _note_resume(run_dir: Path, recipe: Recipe, epoch: int, overrides: list[str]) -> None:
-    write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    Run(run_dir).write_recipe(recipe)
     with (run_dir / "history.jsonl").open("a") as f:
         f.write(
             json.dumps(
@@ -111,19 +109,20 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
     """Model, loaders, optimizer, schedule, AMP and EMA as the recipe says, seeded for reproducibility."""
     t, device = recipe.train, pick_device(recipe.train.device)
     torch.manual_seed(recipe.seed)
-    model = build_model(
-        recipe.model.arch, recipe.options("model"), data.in_channels, len(data.class_names), data.image_size
+    spec = ModelSpec(
+        arch=recipe.model.arch,
+        options=recipe.options("model"),
+        in_channels=data.in_channels,
+        num_classes=len(data.class_names),
+        image_size=data.image_size,
+        mean=data.mean,
+        std=data.std,
+        class_names=data.class_names,
     )
+    model = spec.build()
     shape = (1, data.in_channels, data.image_size, data.image_size)
     meta = {
-        "arch": recipe.model.arch,
-        "options": recipe.options("model"),
-        "in_channels": data.in_channels,
-        "num_classes": len(data.class_names),
-        "image_size": data.image_size,
-        "mean": data.mean,
-        "std": data.std,
-        "class_names": data.class_names,
+        **spec.plain(),
         "recipe": recipe.model_dump(mode="json"),
         "params": count_params(model),
         "macs": count_macs(model, shape),
@@ -233,16 +232,17 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
     if "distill" in m:
         extra["teacher_val_acc"] = m["distill"]["ensemble_val_acc"]
     tracker = Tracker(run_dir, m["recipe"], recipe.wandb_mode(), state.epochs, console, extra, resume_epoch)
-    started, reason = time.perf_counter(), "interrupted"
+    started, stop, reason = time.perf_counter(), "interrupted", "interrupted"
     try:
         reason = fit(state, run_dir, tracker)
+        stop = "finished" if reason == "finished" else "early stop"
     except NonFiniteLoss as e:
-        reason = str(e)
+        stop, reason = "diverged", str(e)
         raise
     finally:  # a stopped run still gets its summary and curves
         ddp.teardown()
         summary = summarize(state, run_dir, test, reason, time.perf_counter() - started, tracker.rows)
-        write_json(run_dir / "summary.json", summary)
+        write_json(Run(run_dir).summary_file, {**summary, "stop": stop})
         tracker.finish(summary)
     console.print(
         f"{reason}. best {state.monitor} {summary['best_val']:.4f} at epoch {state.best_epoch}; "

@@ -10,11 +10,10 @@ import torch
 
 from edgekit.data.loader import DeviceLoader
 from edgekit.models import from_checkpoint
-from edgekit.runs import load_checkpoint
+from edgekit.runs import ORIGIN_FILE, Run, load_checkpoint
 from edgekit.train.loop import State, evaluate
 
 EVAL_BATCH = 1024
-ORIGIN_FILE = "origin.json"  # what a run was made from (e.g. the run it was pruned from)
 
 
 def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, rows: list) -> dict[str, Any]:
@@ -38,7 +37,7 @@ def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, row
         summary["distill"] = state.meta["distill"]
     if (run_dir / ORIGIN_FILE).is_file():  # where the run came from, kept when it is resumed
         summary |= json.loads((run_dir / ORIGIN_FILE).read_text())
-    best = run_dir / "best.pt"
+    best = Run(run_dir).best
     if best.exists():  # test accuracy of the weights that will be deployed
         model = from_checkpoint({**state.meta, "model": load_checkpoint(best)["model"]}, best).to(
             state.device

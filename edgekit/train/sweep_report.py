@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.table import Table
 
-from edgekit.runs import RECIPE_FILE, atomic_write_bytes, write_text
+from edgekit.runs import Run, atomic_write_bytes, stop_kind, write_text
 from edgekit.train.sweep import Metric, Sweep
 
 SUMMARY_KEYS = (
@@ -36,21 +35,14 @@ def _get(recipe: dict[str, Any], dotted: str) -> Any:
 
 def status(summary: dict[str, Any] | None) -> str:
     """finished, early stop, diverged or interrupted (no summary: killed before it could write one)."""
-    reason = (summary or {}).get("stopped") or "interrupted"
-    if reason.startswith("early stop"):
-        return "early stop"
-    if reason.startswith("loss became"):
-        return "diverged"
-    return reason
+    return stop_kind(summary) if summary is not None else "interrupted"
 
 
 def rows(sweep_dir: Path, keys: list[str], metric: Metric) -> list[dict[str, Any]]:
     """One row per run folder in the sweep, best first by `metric` (trials without it last)."""
     found = []
-    for folder in sorted(p for p in sweep_dir.iterdir() if (p / RECIPE_FILE).is_file()):
-        recipe = yaml.safe_load((folder / RECIPE_FILE).read_text())
-        summary_file = folder / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    for run in [Run(p) for p in sorted(sweep_dir.iterdir()) if Run(p).recipe_file.is_file()]:
+        folder, recipe, summary = run.folder, run.raw_recipe(), run.summary()
         row = {"trial": folder.name, **{k: _get(recipe, k) for k in keys}}
         row |= {k: (summary or {}).get(k) for k in SUMMARY_KEYS}
         row |= {"status": status(summary), "run_dir": str(folder)}

@@ -13,17 +13,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from edgekit.errors import EdgekitError
 from edgekit.recipe import load
-from edgekit.runs import RECIPE_FILE, load_checkpoint, write_json
+from edgekit.runs import DONE, Run, write_json
 from edgekit.train import sweep_report
 from edgekit.train.sweep import Sweep, Trial, read
 
 INDEX_FILE = "sweep.json"
-DONE = ("finished", "early stop", "diverged")  # a diverged trial would diverge again: not rerun
 
 
 def run(
@@ -77,15 +75,8 @@ def trial_state(folder: Path) -> str:
     """new, done, resume (a checkpoint to continue from) or restart (killed before its first epoch)."""
     if not folder.exists():
         return "new"
-    summary_file = folder / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    if sweep_report.status(summary) in DONE:
-        return "done"
-    if (folder / "last.pt").is_file():
-        epochs = yaml.safe_load((folder / RECIPE_FILE).read_text())["train"]["epochs"]
-        # Stopped after its last checkpoint but before its summary: nothing is left to train.
-        return "done" if load_checkpoint(folder / "last.pt")["epoch"] >= epochs else "resume"
-    return "restart"
+    state = Run(folder).status().state
+    return {"finished": "done", "partial": "resume", "new": "restart"}[state]
 
 
 def _command(sweep: Sweep, sweep_dir: Path, trial: Trial, state: str) -> list[str]:
@@ -143,8 +134,7 @@ def _run_all(jobs: list, sweep_dir: Path, env: dict, parallel: int, console: Con
         }
         for n, future in enumerate(as_completed(futures), 1):
             trial, code = futures[future], future.result()
-            summary = sweep_dir / trial.name / "summary.json"
-            state = sweep_report.status(json.loads(summary.read_text()) if summary.is_file() else None)
+            state = Run(sweep_dir / trial.name).status().stop or "interrupted"
             if code != 0 and state not in DONE:  # a diverged trial exits with an error but is done
                 failed.append(trial.name)
                 state = f"failed (exit code {code})"

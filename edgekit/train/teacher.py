@@ -10,7 +10,7 @@ from torch import nn
 
 from edgekit.errors import EdgekitError
 from edgekit.models import from_checkpoint
-from edgekit.runs import load_checkpoint, run_dir_of
+from edgekit.runs import Run, load_checkpoint
 from edgekit.train.losses import KD_LOSSES
 from edgekit.train.objectives import Distill
 
@@ -43,7 +43,7 @@ class Teacher(nn.Module):
 
 
 def checkpoint_of(path: Path) -> Path:
-    """`best.pt` of a run folder, or the checkpoint file itself."""
+    """The best checkpoint of a run folder, or the checkpoint file itself."""
     path = Path(path)
     if path.suffix == ".pt":
         if not path.is_file():
@@ -51,10 +51,9 @@ def checkpoint_of(path: Path) -> Path:
         return path
     if not path.exists():
         raise EdgekitError(f"distill.teacher = '{path}': no such run folder (train the teacher first)")
-    run = run_dir_of(path)
-    best = run / "best.pt"
+    best = Run.open(path).best
     if not best.is_file():
-        raise EdgekitError(f"distill.teacher = '{path}': the run has no best.pt yet")
+        raise EdgekitError(f"distill.teacher = '{path}': the run has no {best.name} yet")
     return best
 
 

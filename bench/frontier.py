@@ -1,0 +1,173 @@
+"""The small-data frontier: a ladder of students trained alone and distilled, where methods can be told apart.
+
+    python bench/frontier.py                 # both benchmarks → bench/frontier.md + bench/frontier.png
+    python bench/frontier.py --quick         # smoke run: 2 rungs, 1 seed, 2 epochs, written to a temp folder
+    python bench/frontier.py --bench fashion --methods hinton,dist
+
+Benchmarks: **fashion** is Fashion-MNIST cut to 180 training images per class (1,530 train, 270 val) and
+scored on the official 10,000 test images, over 3 training seeds on one split; **digits** is
+scikit-learn's digits over 5 split seeds (a teacher per split: a teacher must never have seen the
+student's test images). The ladder is `recipes/fashion/r{1,2,5,10,20}k.yaml` (global-average heads, so
+the parameter count is the same at 8×8 and 28×28); on digits the same models run with digits'
+augmentation (no flips). Every run goes through the code `edgekit train` runs.
+
+When several methods are given, each is run on the ≤ 2k rung and the one with the best mean *val*
+accuracy distils the whole ladder: test accuracy is read once, after the choice. "alone" and distilled
+runs of a seed share the data split, the seed and the epochs, so their difference is paired; the table
+gives its mean with a 95% t interval over seeds. Teachers and finished runs are cached in
+runs/frontier/ (keyed by the resolved recipe), so an interrupted run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common import ROOT, cpu, train
+from frontier_report import markdown, plot
+from rich.console import Console
+
+from edgekit.recipe import load
+
+RUNGS = ["r1k", "r2k", "r5k", "r10k", "r20k"]
+# Each method as the overrides that select it; `fm` is function matching (Beyer et al., CVPR 2022):
+# the student matches the teacher's whole function (alpha 1, no labels, T 1) on mixed-up inputs that
+# both see, which probes the teacher far from the training images.
+METHODS: dict[str, list[str]] = {
+    "hinton": ["distill.method=hinton", "distill.alpha=0.5", "distill.temperature=2"],
+    "dist": ["distill.method=dist"],
+    "fm": ["distill.method=hinton", "distill.alpha=1", "distill.temperature=1", "data.augment.mixup=1.0"],
+}
+DIGITS = [
+    "data.dataset=digits",
+    "data.train_per_class=null",
+    "data.augment={crop_padding: 1, rotate: 10, scale: [0.9, 1.1]}",
+]
+
+
+@dataclass
+class Bench:
+    name: str
+    title: str
+    overrides: list[str]
+    seeds: list[int]
+    per_split: bool  # True: each seed is also the split seed, with a teacher per split
+    teacher: str = "fashion/teacher"
+    extra: list[str] = field(default_factory=list)
+
+    def seed_overrides(self, seed: int) -> list[str]:
+        return [f"seed={seed}", *([f"data.split_seed={seed}"] if self.per_split else [])]
+
+
+BENCHES = {
+    "fashion": Bench("fashion", "Fashion-MNIST-1800 (10,000 test images)", [], [0, 1, 2], per_split=False),
+    "digits": Bench("digits", "digits over 5 splits (270 test images each)", DIGITS, [0, 1, 2, 3, 4], True),
+}
+
+
+class Cache:
+    """Finished runs' summaries by the hash of their resolved recipe: reruns skip what is done."""
+
+    def __init__(self, folder: Path, console: Console):
+        self.folder, self.console = folder, console
+        self.file = folder / "cache.jsonl"
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = self.file.read_text().splitlines() if self.file.exists() else []
+        self.done = {d["key"]: d["summary"] for d in map(json.loads, lines)}
+
+    def train(self, recipe: str, overrides: list[str]) -> dict:
+        resolved = load(ROOT / "recipes" / f"{recipe}.yaml", overrides).model_dump(mode="json")
+        resolved.pop("track")
+        key = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+        if key not in self.done:
+            started = time.perf_counter()
+            summary = train(recipe, overrides, self.folder / "runs")
+            summary["bench_s"] = round(time.perf_counter() - started, 1)
+            with self.file.open("a") as f:
+                f.write(json.dumps({"key": key, "recipe": recipe, "overrides": overrides, "summary": summary}))
+                f.write("\n")
+            self.done[key] = summary
+        s = self.done[key]
+        self.console.print(f"{recipe} {' '.join(overrides)} → val {s['val_acc']:.2%} test {s['test_acc']:.2%}")
+        return s
+
+
+def teachers(bench: Bench, cache: Cache, common: list[str]) -> dict[int, dict]:
+    """seed → the teacher's summary: one for every seed, or one per split."""
+    if not bench.per_split:
+        one = cache.train(bench.teacher, [*bench.overrides, *common])
+        return dict.fromkeys(bench.seeds, one)
+    return {s: cache.train(bench.teacher, [*bench.overrides, f"data.split_seed={s}", *common]) for s in bench.seeds}
+
+
+def ladder(bench: Bench, rungs: list[str], method: str, cache: Cache, common: list[str]) -> list[dict]:
+    """Each rung alone and distilled with `method`, over the bench's seeds."""
+    tutors = teachers(bench, cache, common)
+    rows = []
+    for rung in rungs:
+        row = {"rung": rung, "alone": [], "kd": [], "teacher": []}
+        for seed in bench.seeds:
+            base = [*bench.overrides, *bench.seed_overrides(seed), *common]
+            row["alone"].append(cache.train(f"fashion/{rung}", base))
+            kd = [*base, f"distill.teacher={tutors[seed]['run']}", *METHODS[method]]
+            row["kd"].append(cache.train(f"fashion/{rung}", kd))
+            row["teacher"].append(tutors[seed])
+        rows.append(row)
+    return rows
+
+
+def choose_method(bench: Bench, methods: list[str], cache: Cache, common: list[str]) -> tuple[str, list]:
+    """The method with the best mean val accuracy on the ≤ 2k rung (test is not looked at)."""
+    if len(methods) == 1:
+        return methods[0], []
+    tutors = teachers(bench, cache, common)
+    study = []
+    for method in methods:
+        runs = []
+        for seed in bench.seeds:
+            base = [*bench.overrides, *bench.seed_overrides(seed), *common]
+            runs.append(cache.train("fashion/r2k", [*base, f"distill.teacher={tutors[seed]['run']}", *METHODS[method]]))
+        study.append({"method": method, "runs": runs, "val": statistics.mean(r["val_acc"] for r in runs)})
+    return max(study, key=lambda s: s["val"])["method"], study
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", default="fashion,digits", help="comma-separated: fashion, digits")
+    parser.add_argument("--methods", default="hinton,dist,fm", help=f"distillation methods ({', '.join(METHODS)})")
+    parser.add_argument("--seeds", help="comma-separated seeds for every benchmark (default: 3 / 5 splits)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: r1k and r2k, 1 seed, 2 epochs")
+    parser.add_argument("--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)")
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "frontier", help="runs and their cache")
+    args = parser.parse_args()
+    console = Console()
+    started = time.perf_counter()
+    common = ["train.device=cpu"]
+    rungs, methods = RUNGS, args.methods.split(",")
+    if args.quick:
+        common += ["train.epochs=2"]
+        rungs, methods = RUNGS[:2], methods[:1]
+    out = args.out or (Path(tempfile.mkdtemp()) if args.quick else ROOT / "bench")
+    cache = Cache(args.cache, console)
+    results = []
+    for name in args.bench.split(","):
+        bench = BENCHES[name]
+        if args.seeds or args.quick:
+            bench.seeds = [int(s) for s in (args.seeds or "0").split(",")]
+        method, study = choose_method(bench, methods, cache, common)
+        results.append({"bench": bench, "method": method, "study": study, "rows": ladder(bench, rungs, method, cache, common)})
+    command = "python bench/frontier.py " + " ".join(a for a in __import__("sys").argv[1:])
+    minutes = (time.perf_counter() - started) / 60
+    (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results))
+    plot(results, out / "frontier.png")
+    console.print(f"wrote {out / 'frontier.md'} and {out / 'frontier.png'} ({minutes:.0f} min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""bench/frontier.py's statistics, Markdown and Pareto plot: paired differences with t intervals."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+
+GOALS = {  # (bench, what, rung or None, threshold)
+    "fashion": [("≤ 2k alone or distilled ≥ 85%", "r2k", 0.85), ("≤ 10k alone or distilled ≥ 88%", "r10k", 0.88)],
+    "digits": [("≤ 2k alone or distilled ≥ 98.5%", "r2k", 0.985), ("1k rung ≥ 97%", "r1k", 0.97)],
+}
+RECOVERY_GOAL = 0.5  # distillation recovers ≥ 50% of the teacher–student gap for ≤ 2k and ≤ 5k
+TEACHER_MARGIN = 0.03  # … from a teacher ≥ 3 points better than the best rung alone
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of b − a and its 95% t interval (a single pair: no interval, ±inf)."""
+    from scipy import stats
+
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return mean, -math.inf, math.inf
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def ms(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2%}"
+    return f"{statistics.mean(values):.2%} ± {statistics.stdev(values):.2%}"
+
+
+def _test(runs: list[dict]) -> list[float]:
+    return [r["test_acc"] for r in runs]
+
+
+def rung_stats(row: dict) -> dict:
+    alone, kd = _test(row["alone"]), _test(row["kd"])
+    teacher = statistics.mean(_test(row["teacher"]))
+    gap = teacher - statistics.mean(alone)
+    diff = paired(alone, kd)
+    return {
+        "params": row["alone"][0]["params"],
+        "alone": alone,
+        "kd": kd,
+        "teacher": teacher,
+        "diff": diff,
+        "recovered": diff[0] / gap if gap > 0 else None,
+        "best": max(statistics.mean(alone), statistics.mean(kd)),
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.2f}" if math.isfinite(x) else "n/a"
+
+
+def bench_section(result: dict) -> list[str]:
+    bench, rows = result["bench"], [rung_stats(r) for r in result["rows"]]
+    teachers = {r["run"]: r for row in result["rows"] for r in row["teacher"]}.values()
+    lines = [
+        f"## {bench.title}",
+        "",
+        f"Seeds: {', '.join(map(str, bench.seeds))}"
+        + (" (each its own split and teacher)." if bench.per_split else " (one split, one teacher)."),
+        f"Teacher `{bench.teacher}`: {next(iter(teachers))['params']:,} params, test {ms(_test(list(teachers)))}.",
+        "",
+    ]
+    if result["study"]:
+        lines += ["Method chosen on the ≤ 2k rung by mean **val** accuracy (test shown, not used):", ""]
+        lines += ["| method | val acc | test acc |", "| --- | ---: | ---: |"]
+        for s in result["study"]:
+            mark = " (chosen)" if s["method"] == result["method"] else ""
+            vals = [r["val_acc"] for r in s["runs"]]
+            lines.append(f"| {s['method']}{mark} | {ms(vals)} | {ms(_test(s['runs']))} |")
+        lines.append("")
+    lines += [
+        f"Ladder, distilled with **{result['method']}**. Δ = distilled − alone per seed (points), 95% t "
+        "interval; gap recovered = mean Δ / (teacher − alone).",
+        "",
+        "| rung | params | alone | distilled | Δ mean [95% CI] | gap recovered | alone per seed | distilled per seed |",
+        "| --- | ---: | ---: | ---: | --- | ---: | --- | --- |",
+    ]
+    for row, st in zip(result["rows"], rows, strict=True):
+        mean, low, high = st["diff"]
+        rec = f"{st['recovered']:.0%}" if st["recovered"] is not None else "n/a (no gap)"
+        lines.append(
+            f"| `{row['rung']}` | {st['params']:,} | {ms(st['alone'])} | {ms(st['kd'])} | "
+            f"{_pct(mean)} [{_pct(low)}, {_pct(high)}] | {rec} | "
+            f"{', '.join(f'{a:.2%}' for a in st['alone'])} | {', '.join(f'{a:.2%}' for a in st['kd'])} |"
+        )
+    return [*lines, "", *goal_lines(bench.name, result, rows), ""]
+
+
+def goal_lines(name: str, result: dict, rows: list[dict]) -> list[str]:
+    by_rung = {r["rung"]: st for r, st in zip(result["rows"], rows, strict=True)}
+    lines = ["| goal | measured | met |", "| --- | ---: | --- |"]
+    for text, rung, threshold in GOALS.get(name, []):
+        if rung in by_rung:
+            best = by_rung[rung]["best"]
+            lines.append(f"| {text} | {best:.2%} | {'yes' if best >= threshold else '**no**'} |")
+    best_alone = max(statistics.mean(st["alone"]) for st in rows)
+    teacher = rows[0]["teacher"]
+    margin_ok = teacher - best_alone >= TEACHER_MARGIN
+    lines.append(
+        f"| teacher ≥ 3 points above the best rung alone | {teacher:.2%} vs {best_alone:.2%} "
+        f"| {'yes' if margin_ok else '**no**'} |"
+    )
+    for rung in ("r2k", "r5k"):
+        if rung in by_rung:
+            st = by_rung[rung]
+            rec, low = st["recovered"], st["diff"][1]
+            ok = rec is not None and rec >= RECOVERY_GOAL and low > 0 and margin_ok
+            shown = "n/a" if rec is None else f"{rec:.0%}, CI low {_pct(low)}"
+            lines.append(f"| {rung}: KD recovers ≥ 50% of the gap, CI > 0 | {shown} | {'yes' if ok else '**no**'} |")
+    return lines
+
+
+def markdown(command: str, cpu: str, minutes: float, results: list[dict]) -> str:
+    head = [
+        "# The small-data frontier",
+        "",
+        f"`{command}` — {time.strftime('%Y-%m-%d')}, {cpu}, {minutes:.0f} min in all (cached runs not "
+        "re-run). Accuracy is test accuracy of each run's best-val epoch; choices were made on val.",
+        "",
+        "![Pareto plot](frontier.png)",
+        "",
+    ]
+    body = [line for result in results for line in bench_section(result)]
+    return "\n".join(head + body)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Test accuracy against parameters (log), alone and distilled, one panel per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, result in zip(axes[0], results, strict=True):
+        rows = [rung_stats(r) for r in result["rows"]]
+        params = [st["params"] for st in rows]
+        for key, label in (("alone", "alone"), ("kd", f"distilled ({result['method']})")):
+            means = [statistics.mean(st[key]) * 100 for st in rows]
+            errs = [statistics.stdev(st[key]) * 100 if len(st[key]) > 1 else 0 for st in rows]
+            ax.errorbar(params, means, yerr=errs, marker="o", capsize=3, label=label)
+        ax.axhline(rows[0]["teacher"] * 100, ls="--", color="gray", label="teacher")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(result["bench"].title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -28,7 +28,9 @@ def cpu() -> str:
     """'AMD EPYC, 2 cores': the CPU every figure must name (machines differ by 2× and more)."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    name = next((s.split(":", 1)[1].strip() for s in lines if s.startswith("model name")), platform.processor())
+    name = next(
+        (s.split(":", 1)[1].strip() for s in lines if s.startswith("model name")), platform.processor()
+    )
     return f"{name or 'unknown'}, {os.cpu_count()} cores"
 
 

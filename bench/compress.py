@@ -24,8 +24,8 @@ import numpy as np
 from common import ROOT, row, train, write_markdown
 from rich.console import Console
 
-from edgekit.compress.prune import How
 from edgekit.errors import EdgekitError
+from edgekit.prune.prune import How
 
 QUANTIZE = {"calib": 256, "max_drop": 0.5}
 UNREACHED: list[str] = []  # pruning targets a model cannot reach, reported under the table
@@ -44,9 +44,9 @@ def trained(name: str, runs: Path) -> Path:
 
 def variants(run: Path, work: Path, finetune_epochs: int) -> dict[str, Path]:
     """label → ONNX file: fp32 and int8 of the run, and of the run pruned to each MACs fraction."""
-    from edgekit.compress.prune import prune_run
-    from edgekit.compress.quantize import quantize_bundle
     from edgekit.export.write import export_run
+    from edgekit.prune.prune import prune_run
+    from edgekit.quantize.quantize import quantize_bundle
 
     sources = {"": run}
     # `round-to 8`: channel counts a multiple of 8 (the AVX2 NCHWc block), against odd counts' slowdown.

@@ -90,11 +90,15 @@ class Cache:
             summary = train(recipe, overrides, self.folder / "runs")
             summary["bench_s"] = round(time.perf_counter() - started, 1)
             with self.file.open("a") as f:
-                f.write(json.dumps({"key": key, "recipe": recipe, "overrides": overrides, "summary": summary}))
+                f.write(
+                    json.dumps({"key": key, "recipe": recipe, "overrides": overrides, "summary": summary})
+                )
                 f.write("\n")
             self.done[key] = summary
         s = self.done[key]
-        self.console.print(f"{recipe} {' '.join(overrides)} → val {s['val_acc']:.2%} test {s['test_acc']:.2%}")
+        self.console.print(
+            f"{recipe} {' '.join(overrides)} → val {s['val_acc']:.2%} test {s['test_acc']:.2%}"
+        )
         return s
 
 
@@ -103,7 +107,10 @@ def teachers(bench: Bench, cache: Cache, common: list[str]) -> dict[int, dict]:
     if not bench.per_split:
         one = cache.train(bench.teacher, [*bench.overrides, *common])
         return dict.fromkeys(bench.seeds, one)
-    return {s: cache.train(bench.teacher, [*bench.overrides, f"data.split_seed={s}", *common]) for s in bench.seeds}
+    return {
+        s: cache.train(bench.teacher, [*bench.overrides, f"data.split_seed={s}", *common])
+        for s in bench.seeds
+    }
 
 
 def ladder(bench: Bench, rungs: list[str], method: str, cache: Cache, common: list[str]) -> list[dict]:
@@ -132,7 +139,11 @@ def choose_method(bench: Bench, methods: list[str], cache: Cache, common: list[s
         runs = []
         for seed in bench.seeds:
             base = [*bench.overrides, *bench.seed_overrides(seed), *common]
-            runs.append(cache.train("fashion/r2k", [*base, f"distill.teacher={tutors[seed]['run']}", *METHODS[method]]))
+            runs.append(
+                cache.train(
+                    "fashion/r2k", [*base, f"distill.teacher={tutors[seed]['run']}", *METHODS[method]]
+                )
+            )
         study.append({"method": method, "runs": runs, "val": statistics.mean(r["val_acc"] for r in runs)})
     return max(study, key=lambda s: s["val"])["method"], study
 
@@ -140,10 +151,14 @@ def choose_method(bench: Bench, methods: list[str], cache: Cache, common: list[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", default="fashion,digits", help="comma-separated: fashion, digits")
-    parser.add_argument("--methods", default="hinton,dist,fm", help=f"distillation methods ({', '.join(METHODS)})")
+    parser.add_argument(
+        "--methods", default="hinton,dist,fm", help=f"distillation methods ({', '.join(METHODS)})"
+    )
     parser.add_argument("--seeds", help="comma-separated seeds for every benchmark (default: 3 / 5 splits)")
     parser.add_argument("--quick", action="store_true", help="smoke run: r1k and r2k, 1 seed, 2 epochs")
-    parser.add_argument("--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)")
+    parser.add_argument(
+        "--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)"
+    )
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "frontier", help="runs and their cache")
     args = parser.parse_args()
     console = Console()
@@ -161,7 +176,14 @@ def main() -> None:
         if args.seeds or args.quick:
             bench.seeds = [int(s) for s in (args.seeds or "0").split(",")]
         method, study = choose_method(bench, methods, cache, common)
-        results.append({"bench": bench, "method": method, "study": study, "rows": ladder(bench, rungs, method, cache, common)})
+        results.append(
+            {
+                "bench": bench,
+                "method": method,
+                "study": study,
+                "rows": ladder(bench, rungs, method, cache, common),
+            }
+        )
     command = "python bench/frontier.py " + " ".join(a for a in __import__("sys").argv[1:])
     minutes = (time.perf_counter() - started) / 60
     (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results))

@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 
 GOALS = {  # (bench, what, rung or None, threshold)
-    "fashion": [("≤ 2k alone or distilled ≥ 85%", "r2k", 0.85), ("≤ 10k alone or distilled ≥ 88%", "r10k", 0.88)],
+    "fashion": [
+        ("≤ 2k alone or distilled ≥ 85%", "r2k", 0.85),
+        ("≤ 10k alone or distilled ≥ 88%", "r10k", 0.88),
+    ],
     "digits": [("≤ 2k alone or distilled ≥ 98.5%", "r2k", 0.985), ("1k rung ≥ 97%", "r1k", 0.97)],
 }
 RECOVERY_GOAL = 0.5  # distillation recovers ≥ 50% of the teacher–student gap for ≤ 2k and ≤ 5k
@@ -65,7 +68,8 @@ def bench_section(result: dict) -> list[str]:
         "",
         f"Seeds: {', '.join(map(str, bench.seeds))}"
         + (" (each its own split and teacher)." if bench.per_split else " (one split, one teacher)."),
-        f"Teacher `{bench.teacher}`: {next(iter(teachers))['params']:,} params, test {ms(_test(list(teachers)))}.",
+        f"Teacher `{bench.teacher}`: {next(iter(teachers))['params']:,} params, "
+        f"test {ms(_test(list(teachers)))}.",
         "",
     ]
     if result["study"]:
@@ -80,7 +84,8 @@ def bench_section(result: dict) -> list[str]:
         f"Ladder, distilled with **{result['method']}**. Δ = distilled − alone per seed (points), 95% t "
         "interval; gap recovered = mean Δ / (teacher − alone).",
         "",
-        "| rung | params | alone | distilled | Δ mean [95% CI] | gap recovered | alone per seed | distilled per seed |",
+        "| rung | params | alone | distilled | Δ mean [95% CI] | gap recovered | alone per seed "
+        "| distilled per seed |",
         "| --- | ---: | ---: | ---: | --- | ---: | --- | --- |",
     ]
     for row, st in zip(result["rows"], rows, strict=True):
@@ -114,7 +119,9 @@ def goal_lines(name: str, result: dict, rows: list[dict]) -> list[str]:
             rec, low = st["recovered"], st["diff"][1]
             ok = rec is not None and rec >= RECOVERY_GOAL and low > 0 and margin_ok
             shown = "n/a" if rec is None else f"{rec:.0%}, CI low {_pct(low)}"
-            lines.append(f"| {rung}: KD recovers ≥ 50% of the gap, CI > 0 | {shown} | {'yes' if ok else '**no**'} |")
+            lines.append(
+                f"| {rung}: KD recovers ≥ 50% of the gap, CI > 0 | {shown} | {'yes' if ok else '**no**'} |"
+            )
     return lines
 
 

@@ -102,7 +102,7 @@ def prune(
     ] = None,
 ):
     """Prune channels with torch-pruning, then fine-tune: edgekit prune runs/lenet_2k --macs 0.5"""
-    from edgekit.compress.prune import How, prune_run, target
+    from edgekit.prune.prune import How, prune_run, target
 
     how = How(*target(macs, params), importance, steps, global_pruning, round_to)
     prune_run(run, how, finetune_epochs, lr, overrides or [], runs_dir, console)
@@ -124,7 +124,7 @@ def sweep(
     runs_dir: Annotated[Path, typer.Option(help="Trials go to RUNS_DIR/<sweep name>/.")] = Path("runs"),
 ):
     """Train one run per trial of a sweep and rank them: edgekit sweep recipes/sweeps/lenet_2k_lr.yaml"""
-    from edgekit.train import sweep_run
+    from edgekit.orchestrate import sweep_run
 
     sweep_run.run(sweep_file, runs_dir, console, parallel, count, wandb, agents, join)
 
@@ -138,7 +138,7 @@ def models(
     num_classes: Annotated[int, typer.Option(help="Classes to count for.")] = 10,
 ):
     """List architectures (and the recipes in ./recipes) with parameters and MACs."""
-    from edgekit.models.listing import zoo_table
+    from edgekit.listing import zoo_table
 
     console.print(zoo_table(recipes, in_channels, image_size, num_classes))
 
@@ -185,7 +185,7 @@ def quantize(
     force: Annotated[bool, typer.Option(help="Replace an existing variant file.")] = False,
 ):
     """Add an int8 or fp16 variant to a bundle: edgekit quantize export/lenet_2k --int8"""
-    from edgekit.compress.quantize import quantize_bundle
+    from edgekit.quantize.quantize import quantize_bundle
 
     kinds = [k for k, on in (("int8", int8), ("fp16", fp16), ("dynamic", dynamic)) if on]
     if len(kinds) != 1:
@@ -240,7 +240,7 @@ def pipeline(
     out: Annotated[Path, typer.Option(help="Bench results go to OUT/<name>/.")] = Path("bench"),
 ):
     """Teacher → KD student → prune → export → int8 → bench; rerun to resume where it stopped."""
-    from edgekit.pipeline import run_pipeline
+    from edgekit.orchestrate.pipeline import run_pipeline
 
     run_pipeline(file, runs_dir, export_root, out, console)
 

@@ -1,4 +1,4 @@
-"""edgekit.compress.lean: passes that shrink an ONNX file without changing what onnxruntime computes."""
+"""edgekit.quantize.lean: passes that shrink an ONNX file without changing what onnxruntime computes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from edgekit.compress.lean import make_lean
+from edgekit.quantize.lean import make_lean
 
 
 def pools(size: int) -> onnx.ModelProto:

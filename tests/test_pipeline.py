@@ -11,7 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from edgekit.cli import app
-from edgekit.pipeline import run_pipeline
+from edgekit.orchestrate.pipeline import run_pipeline
 from edgekit.train import loop
 
 runner = CliRunner()

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 from edgekit.bundle import load_eval
 from edgekit.cli import app
-from edgekit.compress.prune import How, prune_model
 from edgekit.errors import EdgekitError
 from edgekit.export import onnx as to
 from edgekit.export import parity
 from edgekit.export.write import export_run
 from edgekit.models import build_model, count_macs, count_params
+from edgekit.prune.prune import How, prune_model
 from edgekit.runs import load_checkpoint
 
 DIGITS = {"in_channels": 1, "num_classes": 10, "image_size": 8}

@@ -20,11 +20,11 @@ from edgekit.bench.run import bench
 from edgekit.bundle import load_calib, load_eval, read_bundle
 from edgekit.bundle_meta import CALIB_FILE
 from edgekit.cli import app
-from edgekit.compress.int8 import pre_process
-from edgekit.compress.lean import make_lean
-from edgekit.compress.quantize import Job, quantize_bundle
 from edgekit.data import prepare
 from edgekit.export.write import export_run
+from edgekit.quantize.int8 import pre_process
+from edgekit.quantize.lean import make_lean
+from edgekit.quantize.quantize import Job, quantize_bundle
 
 runner = CliRunner()
 FAST = {"timing_repeat": 1}  # one timing round: the tests check behaviour, never speed

@@ -15,8 +15,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from edgekit.cli import app
+from edgekit.orchestrate import sweep, sweep_run
 from edgekit.train import run as train_run
-from edgekit.train import sweep, sweep_run
 from edgekit.train.track import Tracker
 
 ROOT = Path(__file__).parent.parent

@@ -116,7 +116,7 @@ def run_pipeline(path: Path, runs: Path, exports: Path, bench: Path, console: Co
 def _check_stage_options(spec: PipelineFile) -> None:
     """Option errors of later stages surface before hours of training, not after."""
     if spec.prune:
-        from edgekit.compress.prune import How, check, target
+        from edgekit.prune.prune import How, check, target
 
         p = spec.prune
         metric, keep = target(p.macs if p.params is None else None, p.params)
@@ -162,7 +162,7 @@ def _train(at: Where, stage: str, spec: TrainStage, extra: list[str]) -> Path:
 
 
 def _prune(at: Where, spec: PruneStage, student: Path) -> Path:
-    from edgekit.compress.prune import How, prune_run, target
+    from edgekit.prune.prune import How, prune_run, target
 
     found = _continue(at, "prune", _latest(at.runs, f"{student.name}-pruned"))
     if found is not None:
@@ -186,7 +186,7 @@ def _export(at: Where, run: Path) -> Path:
 
 def _quantize(at: Where, spec: QuantizeStage, bundle: Path) -> None:
     from edgekit.bundle import read_bundle
-    from edgekit.compress.quantize import VARIANTS, quantize_bundle
+    from edgekit.quantize.quantize import VARIANTS, quantize_bundle
 
     variant = VARIANTS.get(spec.kind, (spec.kind,))[0]
     if variant in read_bundle(bundle, check_model=False)[0].variants:

@@ -16,10 +16,10 @@ from typing import Any
 from rich.console import Console
 
 from edgekit.errors import EdgekitError
+from edgekit.orchestrate import sweep_report
+from edgekit.orchestrate.sweep import Sweep, Trial, read
 from edgekit.recipe import load
 from edgekit.runs import DONE, Run, write_json
-from edgekit.train import sweep_report
-from edgekit.train.sweep import Sweep, Trial, read
 
 INDEX_FILE = "sweep.json"
 

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Column, Table
 from torch import nn
 
-from edgekit.compress.importance import IMPORTANCES, GroupNormPruner
 from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.models import Classifier, count_macs, count_params, from_checkpoint
+from edgekit.prune.importance import IMPORTANCES, GroupNormPruner
 from edgekit.recipe import Recipe, apply_overrides, validate
 from edgekit.runs import Run, load_checkpoint, run_dir_of
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
+from edgekit.orchestrate.sweep import Metric, Sweep
 from edgekit.runs import Run, atomic_write_bytes, stop_kind, write_text
-from edgekit.train.sweep import Metric, Sweep
 
 SUMMARY_KEYS = (
     "val_acc",

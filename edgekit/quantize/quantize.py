@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from edgekit.bundle import add_variant, load_eval, read_bundle
 from edgekit.bundle_meta import Variant
-from edgekit.compress import int8
-from edgekit.compress.lean import make_lean
 from edgekit.errors import EdgekitError
+from edgekit.quantize import int8
+from edgekit.quantize.lean import make_lean
 from edgekit.registry import Registry
 from edgekit.runs import atomic_write_bytes
 from edgekit.runtimes import OrtSession

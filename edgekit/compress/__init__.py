@@ -1,1 +1,0 @@
-"""The compress stage: pruning with torch-pruning, quantization with onnxruntime."""

@@ -1,0 +1,1 @@
+"""Orchestrators above the stages: `pipeline` (teacher → … → bench) and sweeps (one run per trial)."""

@@ -1,0 +1,1 @@
+"""Pruning, before export (torch, run folders): importance → pruner → step → count, then fine-tuning."""

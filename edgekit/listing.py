@@ -18,6 +18,7 @@ def _row(arch: str, options: dict, shape: tuple[int, int, int], num_classes: int
 
 def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes: int) -> Table:
     """Architectures at their defaults, then every recipe in `recipes_dir`, counted for one input shape."""
+    import edgekit.train  # noqa: F401  (binds the train registries the recipes are validated against)
     from edgekit.recipe import load
 
     shape = (in_channels, image_size, image_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -14,14 +13,23 @@ from edgekit.errors import EdgekitError, did_you_mean
 
 # Sections whose selector key picks a registry entry; that entry's params class validates the rest of
 # the section, so adding an architecture, dataset, optimizer or scheduler grows the schema by itself.
-# Registries are named as "module:attribute" and imported only when a recipe is validated.
-CHOICES: dict[tuple[str, ...], tuple[str, str]] = {
-    ("data",): ("dataset", "edgekit.data.sources:DATASETS"),
-    ("model",): ("arch", "edgekit.models:MODELS"),
-    ("train", "optimizer"): ("name", "edgekit.train.optim:OPTIMIZERS"),
-    ("train", "scheduler"): ("name", "edgekit.train.optim:SCHEDULERS"),
-    ("distill",): ("method", "edgekit.train.losses:KD_LOSSES"),
+SELECTORS: dict[tuple[str, ...], str] = {
+    ("data",): "dataset",
+    ("model",): "arch",
+    ("train", "optimizer"): "name",
+    ("train", "scheduler"): "name",
+    ("distill",): "method",
 }
+# Each registry binds itself to its section when its module is imported (`bind`), so this shared module
+# imports no stage: the stages that read recipes import the registries they validate against.
+REGISTRIES: dict[tuple[str, ...], Any] = {}
+
+
+def bind(section: tuple[str, ...], registry: Any) -> None:
+    """Make `registry` the one whose entries a recipe's `section` chooses from."""
+    if section not in SELECTORS:
+        raise ValueError(f"recipe section {'.'.join(section)} has no selector key")
+    REGISTRIES[section] = registry
 
 
 class Strict(BaseModel):
@@ -163,7 +171,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
                 raise EdgekitError(f"override '{item}': {'.'.join(parents[: i + 1])} is not a section")
             node = child
         # Switching a choice (e.g. model.arch) drops the options of the old one, keeps the section's own.
-        if tuple(parents) in CHOICES and CHOICES[tuple(parents)][0] == leaf and node.get(leaf) != value:
+        if SELECTORS.get(tuple(parents)) == leaf and node.get(leaf) != value:
             own = _own_fields(tuple(parents))
             for key in [k for k in node if k not in own]:
                 del node[key]
@@ -194,7 +202,7 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def _merge(base: dict, child: dict, at: tuple[str, ...]) -> dict:
-    selector = CHOICES.get(at, (None,))[0]
+    selector = SELECTORS.get(at)
     if selector and selector in child and child[selector] != base.get(selector):
         # A different architecture/dataset/...: the parent's options for the old one don't apply.
         base = {k: v for k, v in base.items() if k in _own_fields(at)}
@@ -220,17 +228,19 @@ def _union_args(annotation: Any) -> tuple:
 
 
 def _registry(section: tuple[str, ...]):
-    module, attr = CHOICES[section][1].split(":")
-    return getattr(importlib.import_module(module), attr)
+    if section not in REGISTRIES:  # a programming error, not bad input: say which import is missing
+        raise RuntimeError(f"no registry bound to recipe section {'.'.join(section)}; import its stage first")
+    return REGISTRIES[section]
 
 
 def _validate_choices(recipe: Recipe, source: str) -> None:
     """Validate each choice section's options with its registry entry's params class."""
+    import edgekit.models  # noqa: F401  (the shared layer's registries bind on import: data, model)
     from edgekit.data.loader import AugmentParams
 
     augment = _check(AugmentParams, recipe.data.augment, ("data", "augment"), source)
     recipe.data.augment = augment.model_dump(mode="json")
-    for section, (selector, _) in CHOICES.items():
+    for section, selector in SELECTORS.items():
         node: BaseModel | None = recipe
         for part in section:
             node = getattr(node, part)

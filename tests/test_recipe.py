@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import edgekit.train  # noqa: F401  (binds the registries recipes choose from)
 from edgekit.errors import EdgekitError
 from edgekit.recipe import load
 

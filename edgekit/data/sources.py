@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict
 from edgekit.data import folder
 from edgekit.data.tvfiles import cifar_files, find_idx, read_idx, tv_cifar, tv_mnist
 from edgekit.errors import EdgekitError
+from edgekit.recipe import bind
 from edgekit.registry import Registry
 
 DATASETS = Registry("dataset")
+bind(("data",), DATASETS)
 
 # name → fn(params) -> str: what identifies a dataset's content without decoding it (paths, sizes,
 # mtimes, library versions). `prepare` keys the decoded-tensor cache on it, so it must stay cheap.

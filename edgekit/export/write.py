@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import edgekit.train  # noqa: F401  (binds the train registries the run's recipe is validated against)
 from edgekit import __version__
 from edgekit.bundle import read_bundle, write_bundle
 from edgekit.bundle_meta import (

@@ -8,9 +8,11 @@ from torch import nn
 
 from edgekit.errors import EdgekitError
 from edgekit.models.spec import ModelSpec
+from edgekit.recipe import bind
 from edgekit.registry import Registry
 
 MODELS = Registry("architecture")
+bind(("model",), MODELS)
 
 
 class Classifier(nn.Module):

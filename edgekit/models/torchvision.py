@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from functools import cache
 
-import torchvision.models
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
@@ -19,6 +18,10 @@ HEAD_ATTRS = ("fc", "classifier", "head", "heads")
 
 @cache
 def names() -> list[str]:
+    # Imported here, not at the top: torchvision takes ~1.5 s to import, and every recipe check would
+    # pay it through the model registry even when no recipe names a torchvision model.
+    import torchvision.models
+
     return torchvision.models.list_models(module=torchvision.models)
 
 
@@ -78,6 +81,8 @@ def torchvision_model(
     p: TorchvisionParams, in_channels: int, num_classes: int, image_size: int
 ) -> Classifier:
     size = max(image_size, p.min_size)
+    import torchvision.models
+
     body = torchvision.models.get_model(
         p.name, weights=None, num_classes=num_classes, **_extra_kwargs(p.name, size)
     )

@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+import edgekit.train  # noqa: F401  (binds the train registries trial recipes are validated against)
 from edgekit.errors import EdgekitError
 from edgekit.recipe import describe, load
 from edgekit.registry import Registry

@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.recipe import bind
 from edgekit.registry import Registry
 
 LOSSES = Registry("loss")
 KD_LOSSES = Registry("distillation method")
+bind(("distill",), KD_LOSSES)
 
 
 class CEParams(BaseModel):

@@ -11,10 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau
 
+from edgekit.recipe import bind
 from edgekit.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
+bind(("train", "optimizer"), OPTIMIZERS)
+bind(("train", "scheduler"), SCHEDULERS)
 
 
 class _Params(BaseModel):

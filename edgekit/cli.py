@@ -171,6 +171,9 @@ def quantize(
     int8: Annotated[bool, typer.Option("--int8", help="Static int8: QDQ, per-channel, calibrated.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="float16 weights (for GPU runtimes).")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic int8 (ranges per call).")] = False,
+    kind: Annotated[
+        str | None, typer.Option(help="Any registered kind by name (int8, fp16, dynamic, …).")
+    ] = None,
     calib: Annotated[int | None, typer.Option(help="Calibration images; default all in calib.npz.")] = None,
     method: Annotated[str | None, typer.Option(help="minmax (default), entropy or percentile.")] = None,
     max_drop: Annotated[
@@ -188,8 +191,9 @@ def quantize(
     from edgekit.quantize.quantize import quantize_bundle
 
     kinds = [k for k, on in (("int8", int8), ("fp16", fp16), ("dynamic", dynamic)) if on]
+    kinds += [kind] if kind else []
     if len(kinds) != 1:
-        raise typer.BadParameter("choose one of --int8, --fp16, --dynamic")
+        raise typer.BadParameter("choose one of --int8, --fp16, --dynamic, --kind NAME")
     options = {"calib": calib, "method": method, "max_drop": max_drop, "format": format}
     options["per_channel"] = None if per_tensor is None else not per_tensor
     quantize_bundle(bundle, kinds[0], force=force, console=console, **options)

@@ -251,6 +251,7 @@ def test_existing_variant_is_kept_unless_forced(bundles, tmp_path, untimed):
         (["--int8", "--method", "minmx"], "unknown calibration method 'minmx' (did you mean 'minmax'?)"),
         (["--int8", "--format", "u8"], "unknown int8 format 'u8' (did you mean 'u8s8'?)"),
         (["--int8", "--max-drop", "-1"], "--max-drop -1.0: Input should be greater than or equal to 0"),
+        (["--kind", "fp61"], "unknown quantization 'fp61' (did you mean 'fp16'?)"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(bundles, tmp_path, args, message):

@@ -117,14 +117,18 @@ def _fp16(job: Job, params: BaseModel, timing_repeat: int) -> tuple[onnx.ModelPr
     return model, {"keep_io_types": True, "how": "fp16 weights, float32 input and output"}
 
 
-KINDS.register("int8", int8.Int8Params)(_int8)
-KINDS.register("dynamic")(_dynamic)
-KINDS.register("fp16")(_fp16)
-VARIANTS = {  # kind → (variant name, file, dtype)
-    "int8": ("int8", "model.int8.onnx", "int8"),
-    "dynamic": ("int8-dynamic", "model.int8-dynamic.onnx", "int8"),
-    "fp16": ("fp16", "model.fp16.onnx", "float16"),
-}
+VARIANTS: dict[str, tuple[str, str, str]] = {}  # kind → (variant name, file, dtype)
+
+
+def register_kind(kind: str, variant: str, dtype: str, fn, params: type[BaseModel] | None = None) -> None:
+    """Adding a quantization kind is this one call: `edgekit quantize BUNDLE --kind NAME` then runs it."""
+    KINDS.register(kind, *([params] if params else []))(fn)
+    VARIANTS[kind] = (variant, f"model.{variant}.onnx", dtype)
+
+
+register_kind("int8", "int8", "int8", _int8, int8.Int8Params)
+register_kind("dynamic", "int8-dynamic", "int8", _dynamic)
+register_kind("fp16", "fp16", "float16", _fp16)
 
 
 def quantize_bundle(

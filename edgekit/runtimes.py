@@ -1,8 +1,8 @@
 """`RUNTIMES`: the engines a bundle can be benchmarked on, each with `available()`, `load()` and `run()`.
 
-A runtime is given a *bundle*: anything with `.path` (the bundle folder) and `.meta` (its parsed
-`edgekit.json` as a dict). torch is imported only inside the torch runtimes, so `edgekit bench` works on a
-device where only numpy, onnx and onnxruntime are installed.
+A runtime is given a *bundle*: anything with `.path` (the bundle folder) and `.meta` (its typed
+`edgekit.json`, a `BundleMeta`). torch is imported only inside the torch runtimes, so `edgekit bench`
+works on a device where only numpy, onnx and onnxruntime are installed.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class OrtRuntime:
         return session
 
     def file(self, bundle: Any, variant: str) -> Path:
-        return Path(bundle.path) / bundle.meta["variants"][variant]["file"]
+        return Path(bundle.path) / bundle.meta.variants[variant].file
 
     def run(self, session: OrtSession, x: np.ndarray) -> np.ndarray:
         return session.run(x)
@@ -180,8 +180,8 @@ class TorchRuntime:
         """The run's checkpoint. `source` paths are relative to where export ran: try the working folder,
         then the project the bundle sits in (`<project>/export/<name>`); `checkpoint` may be a path
         (`runs/x/best.pt`) or a name inside `run`."""
-        source = bundle.meta.get("source") or {}
-        run, ckpt = Path(source.get("run", "")), Path(source.get("checkpoint") or BEST_FILE)
+        source = bundle.meta.source
+        run, ckpt = Path(source.run), Path(source.checkpoint or BEST_FILE)
         files = [ckpt, run / ckpt.name] if ckpt.parent != Path(".") else [run / ckpt]
         roots = [Path("."), Path(bundle.path).resolve().parent.parent]
         candidates = [root / f for f in files for root in roots]  # an absolute f stays itself
@@ -194,7 +194,7 @@ class TorchRuntime:
             return False, "torch is not installed"
         if self.device == "cuda" and not torch.cuda.is_available():
             return False, "torch has no CUDA device here"
-        if bundle is not None and not (bundle.meta.get("source") or {}).get("run"):
+        if bundle is not None and not bundle.meta.source.run:
             return False, "the bundle names no source run"
         if bundle is not None and not self.checkpoint(bundle).is_file():
             return False, f"{self.checkpoint(bundle)}: run checkpoint not found"

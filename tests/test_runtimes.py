@@ -35,10 +35,11 @@ def linear_model(path: Path, seed: int = 0) -> np.ndarray:
 
 
 def bundle_at(path: Path, source_run: str = "runs/none") -> SimpleNamespace:
-    meta = {
-        "variants": {"fp32": {"file": "model.onnx"}},
-        "source": {"run": source_run, "checkpoint": "best.pt"},
-    }
+    # The parts of a BundleMeta that a runtime reads.
+    meta = SimpleNamespace(
+        variants={"fp32": SimpleNamespace(file="model.onnx")},
+        source=SimpleNamespace(run=source_run, checkpoint="best.pt"),
+    )
     return SimpleNamespace(path=path, meta=meta)
 
 

@@ -12,11 +12,10 @@ from rich.markup import escape
 
 from edgekit.bench import report
 from edgekit.bench.timing import current_rss_mb, measure, peak_rss_mb, throughput
+from edgekit.bundle_meta import META_FILE, BundleMeta
 from edgekit.errors import EdgekitError
 from edgekit.runtimes import RUNTIMES, OrtSession, runtime
 
-FORMAT = "edgekit-bundle/1"
-META_FILE = "edgekit.json"
 EVAL_CHUNK = 256  # images per call when computing accuracy (dynamic-batch models)
 Z95 = 1.959963984540054  # the normal quantile for a two-sided 95% interval
 
@@ -24,17 +23,17 @@ Z95 = 1.959963984540054  # the normal quantile for a two-sided 95% interval
 @dataclass
 class Bundle:
     path: Path
-    meta: dict[str, Any]
+    meta: BundleMeta
     x: np.ndarray
     y: np.ndarray
 
     @property
     def name(self) -> str:
-        return self.meta.get("name") or self.path.name
+        return self.meta.name or self.path.name
 
     @property
     def fixed_batch(self) -> int | None:
-        first = self.meta["input"]["shape"][0]
+        first = self.meta.input.shape[0]
         return first if isinstance(first, int) else None
 
 
@@ -44,7 +43,7 @@ def read_bundle(path: Path) -> Bundle:
 
     meta, _ = bundle.read_bundle(path)
     x, y = bundle.load_eval(path)
-    return Bundle(Path(path), meta.model_dump(mode="json"), x, y)
+    return Bundle(Path(path), meta, x, y)
 
 
 def find_bundles(export_root: Path) -> list[Path]:
@@ -106,7 +105,7 @@ def bench(
             if not ok:
                 results["skipped"].append({"bundle": bundle.name, "runtime": name, "reason": reason})
                 continue
-            for variant in bundle.meta["variants"]:
+            for variant in bundle.meta.variants:
                 if rt.variants is not None and variant not in rt.variants:
                     continue
                 try:
@@ -120,7 +119,7 @@ def bench(
                 say(f"[dim]measured[/] {escape(bundle.name)} {variant} {name}: {row['latency_ms']:.4g} ms")
         # The floor is timed again after each bundle of its input shape, so that one slow moment of a
         # shared machine does not make every ratio to it wrong (one run here: 7.1 µs, others 3.3-5.5).
-        shape = tuple(bundle.meta["input"]["shape"][1:])
+        shape = tuple(bundle.meta.input.shape[1:])
         floors.setdefault(shape, []).append(_floor(shape, threads, batches, min_window_s, windows))
     results["floor"] = [_median_floor(measured) for measured in floors.values()]
     results["machine"] = report.machine_info(timing, threads)
@@ -142,7 +141,7 @@ def _check_settings(batches: list[int], threads: int | None, min_window_s: float
 
 
 def _fp32(bundle: Bundle) -> Path:
-    return bundle.path / bundle.meta["variants"]["fp32"]["file"]
+    return bundle.path / bundle.meta.variants["fp32"].file
 
 
 def _predict(session: Any, bundle: Bundle, rt: Any = None) -> np.ndarray:
@@ -190,9 +189,9 @@ def _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, w
     rss_after = current_rss_mb()
     file = rt.file(bundle, variant)
     size = file.stat().st_size
-    params = int(bundle.meta["params"])
+    params = bundle.meta.params
     notes = [f"fixed batch {bundle.fixed_batch}: other batch sizes not run"] if usable != batches else []
-    fp32_bytes = bundle.meta["variants"]["fp32"]["bytes"]
+    fp32_bytes = bundle.meta.variants["fp32"].bytes
     if variant != "fp32" and size > fp32_bytes:  # a "compressed" variant that is not smaller
         notes.append(f"{variant} file is larger than fp32 ({size:,} > {fp32_bytes:,} bytes)")
     return {
@@ -204,7 +203,7 @@ def _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, w
         "bytes": size,
         "bytes_per_param": size / params if params else None,
         "params": params,
-        "macs": int(bundle.meta["macs"]),
+        "macs": bundle.meta.macs,
         "images": n,
         "correct": correct,
         "accuracy": correct / n,

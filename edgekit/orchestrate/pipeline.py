@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
+from edgekit.bundle_meta import META_FILE
 from edgekit.errors import EdgekitError
 from edgekit.recipe import describe
 from edgekit.runs import Run
@@ -177,7 +178,7 @@ def _export(at: Where, run: Path) -> Path:
     from edgekit.export.write import export_run
 
     bundle = at.exports / run.name
-    if (bundle / "edgekit.json").is_file():
+    if (bundle / META_FILE).is_file():
         _say(at, "export", f"done: {bundle}")
         return bundle
     _say(at, "export", f"edgekit export --onnx {run} → {bundle}")

@@ -33,6 +33,7 @@ from common import ROOT, cpu, train
 from frontier_report import markdown, plot
 from rich.console import Console
 
+import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
 from edgekit.recipe import load
 
 RUNGS = ["r1k", "r2k", "r5k", "r10k", "r20k"]

@@ -229,7 +229,10 @@ def _union_args(annotation: Any) -> tuple:
 
 def _registry(section: tuple[str, ...]):
     if section not in REGISTRIES:  # a programming error, not bad input: say which import is missing
-        raise RuntimeError(f"no registry bound to recipe section {'.'.join(section)}; import its stage first")
+        raise RuntimeError(
+            f"no registry bound to recipe section {'.'.join(section)}: import the stage that defines it "
+            "first (edgekit.train for train.* and distill)"
+        )
     return REGISTRIES[section]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -65,6 +66,41 @@ def test_bad_recipe_key_is_one_line_and_exit_2(tmp_path):
     assert "train.epohcs: unknown key (did you mean 'epochs'?)" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()  # nothing written for a bad recipe
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.train_per_class=0", "data.train_per_class = 0: Input should be greater than or equal to 1"),
+        ("data.train_per_class=1", "the split leaves 0 training images of class"),
+    ],
+)
+def test_bad_train_per_class_is_one_line_and_exit_2(tmp_path, override, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "lenet"}}))
+    result = runner.invoke(app, ["train", str(path), override, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
+def test_a_capped_run_says_what_it_trains_on_and_records_it(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "lenet", "channels": [4]}, "train": {"epochs": 1}}))
+    args = [
+        "train",
+        str(path),
+        "data.train_per_class=40",
+        "track.wandb=disabled",
+        "--runs-dir",
+        str(tmp_path),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "data: train 340 (34/class), val 60 (6/class), test 270" in said
+    recorded = json.loads((tmp_path / "r" / "summary.json").read_text())["split"]
+    assert recorded.startswith("train 340 (34/class), val 60 (6/class), test 270")
+    assert yaml.safe_load((tmp_path / "r" / "recipe.yaml").read_text())["data"]["train_per_class"] == 40
 
 
 def test_missing_recipe_and_bad_resume_exit_2(tmp_path):

@@ -75,6 +75,30 @@ def train(
         run.start(Path(recipes[0]), overrides, runs_dir, console)
 
 
+@app.command("lr-find")
+@handled
+def lr_find(
+    recipe: Annotated[Path, typer.Argument(help="A recipe file.")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted recipe overrides.", metavar="[KEY=VALUE]...")
+    ] = None,
+    start: Annotated[float, typer.Option(help="First learning rate of the range.")] = 1e-6,
+    end: Annotated[float, typer.Option(help="Last learning rate of the range.")] = 10.0,
+    steps: Annotated[
+        int, typer.Option(help="Steps from start to end (the test stops when it diverges).")
+    ] = 200,
+    runs_dir: Annotated[Path, typer.Option(help="Its curve goes to RUNS_DIR/lr_find/<recipe>/.")] = Path(
+        "runs"
+    ),
+):
+    """Learning-rate range test: a plot and a suggested lr. edgekit lr-find recipes/lenet_2k.yaml"""
+    from edgekit.recipe import load
+    from edgekit.train import lr_find as range_test
+
+    params = range_test.checked_range(start, end, steps)  # bad input fails before anything loads
+    range_test.find(load(recipe, overrides or []), params, runs_dir / "lr_find", console)
+
+
 @app.command()
 @handled
 def prune(

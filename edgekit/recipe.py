@@ -20,6 +20,9 @@ SELECTORS: dict[tuple[str, ...], str] = {
     ("train", "scheduler"): "name",
     ("distill",): "method",
 }
+# Keys that may be `auto`: a value found when the run starts (`train.optimizer.lr: auto` runs the lr
+# range test) and written into the run's recipe.yaml, so the run is reproducible without it.
+AUTO: dict[tuple[str, ...], tuple[str, ...]] = {("train", "optimizer"): ("lr",)}
 # Each registry binds itself to its section when its module is imported (`bind`), so this shared module
 # imports no stage: the stages that read recipes import the registries they validate against.
 REGISTRIES: dict[tuple[str, ...], Any] = {}
@@ -251,9 +254,12 @@ def _validate_choices(recipe: Recipe, source: str) -> None:
             continue
         name = getattr(node, selector)
         entry = _registry(section).get(name, f"{source}: {'.'.join(section + (selector,))}")
-        params = _check(entry.params, node.model_extra or {}, section, source)
+        options = node.model_extra or {}
+        # `auto` keys are checked without their value; training resolves them and saves the number.
+        auto = [k for k in AUTO.get(section, ()) if options.get(k) == "auto"]
+        params = _check(entry.params, {k: v for k, v in options.items() if k not in auto}, section, source)
         for key, value in params.model_dump(mode="json").items():
-            setattr(node, key, value)  # keep the resolved defaults in the saved recipe
+            setattr(node, key, "auto" if key in auto else value)  # keep the resolved defaults
 
 
 def _check(cls: type[BaseModel], values: dict, at: tuple[str, ...], source: str) -> BaseModel:

@@ -62,13 +62,13 @@ def make_ema(model: nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _autocast(s: State):
+def autocast(s: State):
     if s.amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=s.device.type, dtype=s.amp_dtype)
 
 
-def _prepare(s: State, x: torch.Tensor) -> torch.Tensor:
+def in_layout(s: State, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if s.channels_last else x
 
 
@@ -79,8 +79,8 @@ def train_epoch(s: State) -> dict[str, float]:
     correct = torch.zeros((), device=s.device)
     seen = 0
     for x, y in s.train:
-        with _autocast(s):
-            loss, logits = s.objective(net, _prepare(s, x), y)
+        with autocast(s):
+            loss, logits = s.objective(net, in_layout(s, x), y)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"loss became {loss.item()} at epoch {s.epoch + 1}; stopped, last good "
@@ -122,8 +122,8 @@ def evaluate(s: State, loader: DeviceLoader, model: nn.Module | None = None) -> 
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     for x, y in loader:
-        with _autocast(s):
-            logits = model(_prepare(s, x)).float()
+        with autocast(s):
+            logits = model(in_layout(s, x)).float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(x)

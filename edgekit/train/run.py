@@ -17,7 +17,7 @@ from edgekit.errors import EdgekitError
 from edgekit.models import ModelSpec, count_macs, count_params
 from edgekit.recipe import Recipe, load
 from edgekit.runs import ORIGIN_FILE, Run, load_checkpoint, new_run_dir, write_json
-from edgekit.train import ddp
+from edgekit.train import ddp, lr_find
 from edgekit.train.loop import NonFiniteLoss, State, fit, make_ema, restore
 from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
@@ -42,6 +42,7 @@ def start_recipe(
 
     `origin` (plain data, e.g. {"pruned_from": ...}) is saved in the run and kept in every summary.json.
     """
+    recipe, auto_lr = lr_find.resolve_auto(recipe, console)
     data = prepare_for(recipe)
     state = build_state(recipe, data)  # bad options fail here, before any folder is made
     if init_state is not None:
@@ -50,7 +51,10 @@ def start_recipe(
             state.ema = make_ema(state.model, recipe.train.ema)
     run_dir = ddp.from_main(new_run_dir(runs_dir, recipe.name) if ddp.is_main() else None)
     if ddp.is_main():
-        Run(run_dir).write_recipe(recipe)
+        Run(run_dir).write_recipe(recipe)  # with the number `lr: auto` found, so it reruns without it
+        if auto_lr:
+            lr_find.write(auto_lr.pop("curve"), run_dir)
+            origin = {**(origin or {}), "lr_auto": auto_lr}
         if origin:
             write_json(run_dir / ORIGIN_FILE, origin)
     _train(state, recipe, run_dir, console, resume_epoch=0)

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from zipfile import BadZipFile
 
 from edgekit.errors import EdgekitError
 
@@ -177,7 +178,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise EdgekitError(f"{path}: no such checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+    # Truncated: OSError; a damaged zip: KeyError or BadZipFile. Each is one line, not a traceback.
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgekitError(f"{path}: not a readable edgekit checkpoint ({first})") from None
     found = ckpt.get("format") if isinstance(ckpt, dict) else None

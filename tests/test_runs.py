@@ -41,6 +41,12 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EdgekitError, match="junk.pt: not a readable edgekit checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+    save_checkpoint(tmp_path / "good.pt", {"model": {"w": torch.randn(100, 100)}, "epoch": 1})
+    whole = (tmp_path / "good.pt").read_bytes()
+    for name, data in (("half.pt", whole[: len(whole) // 2]), ("tail.pt", whole[:-30])):  # killed copies
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(EdgekitError, match=f"{name}: not a readable edgekit checkpoint"):
+            load_checkpoint(tmp_path / name)
     torch.save({"format": "other/9"}, tmp_path / "old.pt")
     with pytest.raises(EdgekitError, match="format 'other/9', expected 'edgekit-checkpoint/1'"):
         load_checkpoint(tmp_path / "old.pt")

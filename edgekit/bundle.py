@@ -1,4 +1,4 @@
-"""Bundle folders (`export/<name>/`: models, edgekit.json, eval.npz, calib.npz): write, read, check; no torch.
+"""Bundle folders (`export/<name>/`: models, edgekit.json, val/eval/calib.npz): write, read, check; no torch.
 
 The schema of edgekit.json is `edgekit.bundle_meta`.
 """
@@ -22,8 +22,10 @@ from edgekit.bundle_meta import (
     FORMAT,
     META_FILE,
     MODEL_FILE,
+    VAL_FILE,
     BundleMeta,
     CalibSet,
+    EvalSet,
     Variant,
 )
 from edgekit.errors import EdgekitError
@@ -64,6 +66,7 @@ def write_bundle(
     eval_y: np.ndarray,
     force: bool = False,
     calib_x: np.ndarray | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Write a complete bundle into a temporary folder next to its place, then move it there.
 
@@ -74,19 +77,21 @@ def write_bundle(
     meta.variants["fp32"] = fp32.model_copy(update={"file": MODEL_FILE, "bytes": len(model_bytes)})
     meta.eval.file, meta.eval.images = EVAL_FILE, len(eval_y)
     meta.calib = None if calib_x is None else CalibSet(images=len(calib_x))
+    meta.val = None if val is None else EvalSet(file=VAL_FILE, images=len(val[1]), split="val")
 
     def files(tmp: Path) -> None:
         (tmp / MODEL_FILE).write_bytes(model_bytes)
-        with (tmp / EVAL_FILE).open("wb") as f:
-            np.savez_compressed(
-                f, x=eval_x.astype(np.float32, copy=False), y=eval_y.astype(np.int64, copy=False)
-            )
+        for file, (x, y) in ((EVAL_FILE, (eval_x, eval_y)), *([(VAL_FILE, val)] if val else [])):
+            with (tmp / file).open("wb") as f:
+                np.savez_compressed(f, x=x.astype(np.float32, copy=False), y=y.astype(np.int64, copy=False))
         if calib_x is not None:
             with (tmp / CALIB_FILE).open("wb") as f:
                 np.savez_compressed(f, x=calib_x.astype(np.float32, copy=False))
         write_json(tmp / META_FILE, meta.model_dump(mode="json"))
         read_bundle(tmp, check_model=False)  # what we wrote reads back
         load_eval(tmp)
+        if val is not None:
+            load_val(tmp)
 
     return _commit(Path(out_root), meta.name, files, force)
 
@@ -179,6 +184,7 @@ def read_bundle(path: Path, check_model: bool = True) -> tuple[BundleMeta, Bundl
         raise EdgekitError(f"{meta_file}: variants has no 'fp32' entry")
     variants = {name: root / v.file for name, v in meta.variants.items()}
     calib = [("calib", root / meta.calib.file)] if meta.calib else []
+    calib += [("val", root / meta.val.file)] if meta.val else []
     for name, file in [*variants.items(), ("eval", root / meta.eval.file), *calib]:
         if not file.is_file():
             raise EdgekitError(f"{root}: bundle is missing {file.name} (variant '{name}')")
@@ -201,14 +207,30 @@ def check_onnx_file(path: Path) -> None:
 
 
 def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's evaluation set: `x` float32 (N, C, H, W) preprocessed, `y` int64 (N,)."""
+    """The bundle's evaluation set (the test split): `x` float32 (N, C, H, W) preprocessed, `y` int64 (N,).
+    Report on it; choose on `load_val`."""
     meta, _ = read_bundle(path, check_model=False)
-    file = Path(path) / meta.eval.file
+    return _labelled(path, meta, meta.eval, "eval")
+
+
+def load_val(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's val split, preprocessed like eval.npz: what anything that chooses scores on."""
+    meta, _ = read_bundle(path, check_model=False)
+    if meta.val is None:
+        raise EdgekitError(
+            f"{path}: bundle has no val set (no {VAL_FILE}: exported before edgekit stored one), so choices "
+            "would have to look at the test split; re-export it with `edgekit export --onnx RUN --force`"
+        )
+    return _labelled(path, meta, meta.val, "val")
+
+
+def _labelled(path: Path, meta: BundleMeta, entry: EvalSet, name: str) -> tuple[np.ndarray, np.ndarray]:
+    file = Path(path) / entry.file
     try:
         with np.load(file, allow_pickle=False) as data:
             x, y = data["x"], data["y"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise EdgekitError(f"{file}: not a readable eval set with arrays x and y ({e})") from None
+        raise EdgekitError(f"{file}: not a readable {name} set with arrays x and y ({e})") from None
     chw = tuple(meta.input.shape[1:])
     if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != chw:
         raise EdgekitError(
@@ -217,8 +239,8 @@ def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     if y.dtype != np.int64 or y.shape != (len(x),):
         raise EdgekitError(f"{file}: y is {y.dtype} {tuple(y.shape)}, expected int64 ({len(x)},)")
-    if len(y) != meta.eval.images:
-        raise EdgekitError(f"{file}: {len(y)} images, but {META_FILE} eval.images says {meta.eval.images}")
+    if len(y) != entry.images:
+        raise EdgekitError(f"{file}: {len(y)} images, but {META_FILE} {name}.images says {entry.images}")
     return x, y
 
 

@@ -10,6 +10,7 @@ FORMAT = "edgekit-bundle/1"
 META_FILE = "edgekit.json"
 MODEL_FILE = "model.onnx"
 EVAL_FILE = "eval.npz"
+VAL_FILE = "val.npz"
 CALIB_FILE = "calib.npz"
 SCALE = "x/255 then (x-mean)/std"
 
@@ -106,4 +107,7 @@ class BundleMeta(_Strict):
     parity: Parity
     eval: EvalSet
     calib: CalibSet | None = None  # bundles exported before calib.npz existed have none
+    # The run's val split: what quantize chooses on (format, --max-drop, sensitivity), so that eval.npz,
+    # the test split, is read once, after the choice. Bundles exported before val.npz existed have none.
+    val: EvalSet | None = None
     variants: dict[str, Variant]

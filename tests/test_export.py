@@ -17,7 +17,7 @@ import torch
 from conftest import TINY_MOBILENET, train_tiny_runs
 from rich.console import Console
 
-from edgekit.bundle import load_eval, read_bundle
+from edgekit.bundle import load_eval, load_val, read_bundle
 from edgekit.data import prepare
 from edgekit.errors import EdgekitError
 from edgekit.export import onnx as to
@@ -67,9 +67,11 @@ def ops(path: Path) -> list[str]:
 def test_export_each_family(runs, tmp_path, name):
     bundle = export_run(runs[name], tmp_path / "export", console=quiet())
     assert bundle == tmp_path / "export" / name
-    files = ["calib.npz", "edgekit.json", "eval.npz", "model.onnx"]
+    files = ["calib.npz", "edgekit.json", "eval.npz", "model.onnx", "val.npz"]
     assert sorted(p.name for p in bundle.iterdir()) == files  # no .data
     meta, paths = read_bundle(bundle)
+    val_x, val_y = load_val(bundle)  # the run's val split, for choices; eval.npz is the test split
+    assert meta.val.split == "val" and len(val_y) == meta.val.images == 270 and val_x.shape[1:] == (1, 8, 8)
     assert meta.parity.max_abs_diff <= 1e-4 and meta.parity.top1_agreement == 1.0
     assert meta.parity.images == TEST_IMAGES  # the whole validation split
     assert "BatchNormalization" not in ops(paths.model)

@@ -168,6 +168,38 @@ def test_max_drop_keeps_the_sensitive_nodes_in_fp32(bundles, tmp_path):
     assert meta.variants["int8"].model_dump()["excluded"] == tight["details"]["excluded"]
 
 
+def test_choices_are_made_on_val_and_never_read_the_test_set(bundles, tmp_path):
+    """Shuffling eval.npz's labels (the test split) changes the reported test accuracy and nothing else:
+    the nodes kept fp32 under --max-drop and every candidate's figures come from val.npz."""
+    reports = {}
+    for name in ("kept", "shuffled"):
+        bundle = copy(bundles["lenet"], tmp_path / name)
+        scale_channel_zero(bundle / "model.onnx")  # a model with a sensitive node to keep in fp32
+        if name == "shuffled":
+            x, y = load_eval(bundle)
+            np.savez_compressed(bundle / "eval.npz", x=x, y=np.random.default_rng(0).permutation(y))
+        reports[name] = quantize_bundle(bundle, "int8", max_drop=0.5, format="u8s8-7bit", **FAST)
+    kept, shuffled = reports["kept"]["details"], reports["shuffled"]["details"]
+    assert kept["excluded"] == shuffled["excluded"] and kept["excluded"]
+    assert kept["val"] == shuffled["val"]
+    drop = ("format", "accuracy", "drop", "agreement", "excluded")
+    assert [{k: c[k] for k in drop} for c in kept["candidates"]] == [
+        {k: c[k] for k in drop} for c in shuffled["candidates"]
+    ]
+    assert reports["shuffled"]["accuracy"] < reports["kept"]["accuracy"] - 0.3  # test read, for the report
+
+
+def test_a_bundle_without_val_refuses_to_choose_on_test(bundles, tmp_path):
+    bundle = copy(bundles["lenet"], tmp_path)
+    meta = json.loads((bundle / "edgekit.json").read_text())
+    meta.pop("val")
+    (bundle / "edgekit.json").write_text(json.dumps(meta))
+    (bundle / "val.npz").unlink()
+    result = runner.invoke(app, ["quantize", str(bundle), "--int8"])
+    assert result.exit_code == 2 and "bundle has no val set" in " ".join(result.output.split())
+    assert not (bundle / "model.int8.onnx").exists()
+
+
 def kill_channel_under_depthwise(model_file: Path) -> None:
     """A dead channel (ReLU output always 0) feeding a depthwise conv whose weights for it are ×1000: what
     BatchNorm folding does to a depthwise conv after a dead channel. One channel then sets the range of a

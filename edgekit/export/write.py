@@ -63,7 +63,7 @@ def export_run(
     model = from_checkpoint(ckpt, checkpoint)
     recipe = validate(ckpt["recipe"], f"{checkpoint}: recipe")
     data = _data(recipe, ckpt, checkpoint, console)
-    val_x, _ = _preprocess(data.val, ckpt, PARITY_CAP)
+    val_x, val_y = _preprocess(data.val, ckpt, PARITY_CAP)
     eval_x, eval_y = _preprocess(data.test, ckpt, EVAL_CAP)
     calib_x, _ = _preprocess(data.train, ckpt, CALIB_CAP)
 
@@ -75,7 +75,9 @@ def export_run(
     meta = _meta(run_dir, checkpoint, ckpt, recipe, opset, fixed, match, len(eval_y), len(data.test[1]))
     meta.variants["fp32"].accuracy = parity.accuracy(sess, eval_x, eval_y)
     to.embed_metadata(proto, meta.model_dump(mode="json", exclude={"recipe", "variants", "calib"}))
-    bundle = write_bundle(out_root, meta, proto.SerializeToString(), eval_x, eval_y, force, calib_x)
+    bundle = write_bundle(
+        out_root, meta, proto.SerializeToString(), eval_x, eval_y, force, calib_x, val=(val_x, val_y)
+    )
     _report(console, run_dir, bundle, read_bundle(bundle)[0], batchnorms)
     return bundle
 

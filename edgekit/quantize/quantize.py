@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ValidationError
 
-from edgekit.bundle import add_variant, load_eval, read_bundle
+from edgekit.bundle import add_variant, load_eval, load_val, read_bundle
 from edgekit.bundle_meta import Variant
 from edgekit.errors import EdgekitError
 from edgekit.quantize import int8
@@ -34,7 +34,9 @@ LEAN_SAMPLE = 64  # eval images on which a lean pass must leave the outputs bit-
 
 @dataclass
 class Job:
-    """One quantization of one bundle: its fp32 model, eval set, fp32 predictions and a scratch folder."""
+    """One quantization of one bundle: its fp32 model, the val set every choice is scored on (`x`, `y`),
+    the fp32 predictions on it, and a scratch folder. The test set (eval.npz) is not here: it is read
+    once, after the choice, for the report."""
 
     bundle: Path
     source: Path  # the fp32 model file
@@ -43,7 +45,7 @@ class Job:
     fixed_batch: int | None
     x: np.ndarray
     y: np.ndarray
-    reference: np.ndarray | None = None  # fp32 top-1 on eval.npz
+    reference: np.ndarray | None = None  # fp32 top-1 on val
     fp32_accuracy: float = 0.0
     fp32_ms: float | None = None
 
@@ -152,7 +154,7 @@ def quantize_bundle(
     if (out.exists() or name in meta.variants) and not force:
         raise EdgekitError(f"{out}: already exists; pass --force to replace it")
     check_float(paths.model)
-    x, y = load_eval(path)
+    x, y = load_val(path)
     fixed = meta.input.shape[0] if isinstance(meta.input.shape[0], int) else None
     with tempfile.TemporaryDirectory(prefix="edgekit-quantize-") as work:
         job = Job(Path(path), paths.model, Path(work), meta.input.name, fixed, x, y)
@@ -162,11 +164,15 @@ def quantize_bundle(
         sample = np.resize(x, (fixed, *x.shape[1:])) if fixed else x[:LEAN_SAMPLE]  # the batch it takes
         model, lean = make_lean(model, sample, Path(work))
         data = model.SerializeToString()
-        predicted = job.predict(data)
+        details["val"] = {
+            "accuracy": float((job.predict(data) == y).mean()),
+            "fp32_accuracy": job.fp32_accuracy,
+        }
         if details.get("ms") is None:  # int8 timed its candidates already
             times = job.latency({"fp32": paths.model, name: data}, timing_repeat)
             job.fp32_ms, details["ms"] = times["fp32"], times[name]
-    report = _report(job, meta, name, file, data, predicted, details, lean)
+        test = _on_test(job, path, data)  # the test split, read once, after every choice is made
+    report = _report(job, meta, name, file, data, test, details, lean)
     _write(Path(path), name, Variant(file=file, bytes=len(data), dtype=dtype, source="fp32"), data, report)
     for line in _lines(report) if console is not None else []:
         console.print(line, highlight=False)
@@ -215,8 +221,20 @@ def check_float(model_file: Path) -> None:
         )
 
 
-def _report(job: Job, meta, name, file, data: bytes, predicted, details, lean) -> dict[str, Any]:
-    accuracy = float((predicted == job.y).mean())
+def _on_test(job: Job, bundle: Path, data: bytes) -> dict[str, Any]:
+    """Test-split figures of the variant and of fp32: accuracy and top-1 agreement, for the report only."""
+    x, y = load_eval(bundle)
+    fp32, variant = job.logits(job.source, x).argmax(1), job.logits(data, x).argmax(1)
+    return {
+        "accuracy": float((variant == y).mean()),
+        "fp32_accuracy": float((fp32 == y).mean()),
+        "agreement": float((variant == fp32).mean()),
+        "images": len(y),
+    }
+
+
+def _report(job: Job, meta, name, file, data: bytes, test, details, lean) -> dict[str, Any]:
+    accuracy = test["accuracy"]
     fp32_bytes = job.source.stat().st_size
     speedup = job.fp32_ms / details["ms"] if job.fp32_ms and details["ms"] else None
     return {
@@ -228,11 +246,11 @@ def _report(job: Job, meta, name, file, data: bytes, predicted, details, lean) -
         "fp32_bytes": fp32_bytes,
         "size_ratio": len(data) / fp32_bytes,
         "larger_than_fp32": len(data) > fp32_bytes,
-        "accuracy": accuracy,
-        "fp32_accuracy": job.fp32_accuracy,
-        "drop": (job.fp32_accuracy - accuracy) * 100,
-        "agreement": float((predicted == job.reference).mean()),
-        "images": len(job.y),
+        "accuracy": accuracy,  # test split, measured after the choice (made on val: details["val"])
+        "fp32_accuracy": test["fp32_accuracy"],
+        "drop": (test["fp32_accuracy"] - accuracy) * 100,
+        "agreement": test["agreement"],
+        "images": test["images"],
         "speed": {
             "fp32_ms": job.fp32_ms,
             "ms": details["ms"],
@@ -254,13 +272,15 @@ def _lines(r: dict[str, Any]) -> list[str]:
     d, s = r["details"], r["speed"]
     lines = [
         f"[bold]{r['bundle']}[/] → {r['file']} ({d['how']})",
-        f"  accuracy on {r['images']} eval images: fp32 {r['fp32_accuracy']:.2%} → {r['variant']} "
-        f"{r['accuracy']:.2%} (drop {r['drop']:.2f} points); top-1 agreement with fp32 {r['agreement']:.2%}",
+        f"  test accuracy on {r['images']} images (read after the choice): fp32 {r['fp32_accuracy']:.2%} → "
+        f"{r['variant']} {r['accuracy']:.2%} (drop {r['drop']:.2f} points); top-1 agreement with fp32 "
+        f"{r['agreement']:.2%}",
+        f"  chosen on the val split: fp32 {d['val']['fp32_accuracy']:.2%} → {d['val']['accuracy']:.2%}",
     ]
     for c in d.get("candidates", []):
         ms = f"{c['ms']:.4f} ms" if c["ms"] is not None else "not timed (over --max-drop)"
         lines.append(
-            f"  candidate {c['format']}: accuracy {c['accuracy']:.2%}, drop {c['drop']:.2f}, agreement "
+            f"  candidate {c['format']}: val accuracy {c['accuracy']:.2%}, drop {c['drop']:.2f}, agreement "
             f"{c['agreement']:.2%}, {len(c['excluded'])} nodes kept fp32, {ms}"
         )
     if "excluded" in d:

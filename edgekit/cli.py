@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgekit.errors import EXIT_BAD_INPUT, message_for
 
@@ -23,8 +24,21 @@ err_console = Console(stderr=True)
 _debug = {"on": False}
 
 
+def _version(show: bool) -> None:
+    if show:
+        from edgekit import __version__
+
+        console.print(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False):
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+):
     _debug["on"] = debug
 
 
@@ -40,7 +54,8 @@ def handled(command):
             if message is None or _debug["on"]:
                 raise
             for line in message.splitlines():
-                err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+                # escape: a message may hold brackets ("edgekit[train]", "[8, 16]") that rich reads as markup
+                err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return run

@@ -29,6 +29,18 @@ def _os_error(e: OSError) -> str:
     return f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")
 
 
+# What the `train` extra installs: a device install (`pip install edgekit`) has none of these, and the
+# commands that need them say so in one line instead of a traceback.
+TRAIN_EXTRA = {"torch", "torchvision", "torch_pruning", "wandb", "sklearn", "matplotlib", "onnxslim"}
+
+
+def _missing_module(e: ModuleNotFoundError) -> str | None:
+    top = (e.name or "").split(".")[0]
+    if top not in TRAIN_EXTRA:
+        return None  # a module edgekit's base install should have: a bug, keep the traceback
+    return f"this command needs the `train` extra ({top} is not installed): pip install 'edgekit[train]'"
+
+
 # Exceptions a user can cause with bad input, and how to say them in one line. Anything else is a bug
 # and keeps its traceback.
 MESSAGES: dict[type[BaseException], callable] = {
@@ -36,6 +48,7 @@ MESSAGES: dict[type[BaseException], callable] = {
     FileNotFoundError: lambda e: f"{e.filename}: no such file or folder",
     IsADirectoryError: lambda e: f"{e.filename}: is a folder, expected a file",
     PermissionError: _os_error,
+    ModuleNotFoundError: _missing_module,
 }
 
 EXIT_BAD_INPUT = 2

@@ -14,10 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit import __version__
 from edgekit.bench import report
 from edgekit.bench.run import bench, wilson
 from edgekit.bench.timing import measure
-from edgekit.errors import EdgekitError
+from edgekit.errors import TRAIN_EXTRA, EdgekitError
 
 CHW = (1, 8, 8)
 FAST = {"min_window_s": 0.01, "windows": 3}
@@ -251,6 +252,35 @@ def test_bench_runs_where_torch_cannot_be_imported(tmp_path):
         "torch-cpu": "torch is not installed",
         "torch-cuda": "torch is not installed",
     }
+
+
+def _without_train_extra(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`edgekit ARGS` in a process where nothing of the `train` extra can be imported (a device install)."""
+    script = textwrap.dedent(f"""
+        import sys
+        for name in {sorted(TRAIN_EXTRA)!r}:
+            sys.modules[name] = None  # `import name` now fails, as where it is not installed
+        from edgekit.cli import main
+        sys.argv = ["edgekit", *{args!r}]
+        main()
+    """)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_device_install_benches_and_says_what_training_needs(tmp_path):
+    path = random_bundle(tmp_path / "export")
+    bench_run = _without_train_extra(["bench", str(path), "--runtime", "ort-cpu", "--out", "out"], tmp_path)
+    assert bench_run.returncode == 0, bench_run.stderr
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    version = _without_train_extra(["--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"edgekit {__version__}"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "lenet_2k.yaml"
+    train = _without_train_extra(["train", str(recipe)], tmp_path)
+    assert train.returncode == 2 and "Traceback" not in train.stderr
+    said = " ".join(train.stderr.split())
+    assert "this command needs the `train` extra (" in said and "pip install 'edgekit[train]'" in said
 
 
 # ------------------------------------------------------------------------------------------- compare

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.images import RESIZE
+
 FORMAT = "edgekit-bundle/1"
 META_FILE = "edgekit.json"
 MODEL_FILE = "model.onnx"
@@ -27,6 +29,7 @@ class InputSpec(_Strict):
     mean: list[float]  # per channel, on the 0..1 scale
     std: list[float]
     image_size: int  # images are resized to image_size × image_size before scaling
+    resize: str = RESIZE  # how: the function training and `predict` share
     scale: Literal["x/255 then (x-mean)/std"] = SCALE
 
 

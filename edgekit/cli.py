@@ -240,6 +240,47 @@ def quantize(
 
 @app.command()
 @handled
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. export/mobilenet_tiny.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or .npy arrays.")],
+    variant: Annotated[str, typer.Option(help="fp32, int8, fp16, … (the bundle's variants).")] = "fp32",
+    top: Annotated[int, typer.Option(min=1, help="Classes shown per image.")] = 3,
+    out: Annotated[Path | None, typer.Option(help="Write every prediction to a .csv or .json file.")] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads (default: its own).")] = None,
+):
+    """Classify images with a bundle: edgekit predict export/mobilenet_tiny photo.jpg my_photos/"""
+    from edgekit import predict as p
+    from edgekit.errors import EdgekitError
+
+    if out is not None and out.suffix not in (".csv", ".json"):
+        raise EdgekitError(f"--out {out}: expected a .csv or .json file")
+    predictor = p.Predictor(bundle, variant, threads)
+    found = p.gather(inputs, predictor)
+    if found.converted:
+        kind = "gray" if predictor.channels == 1 else "RGB"
+        console.print(f"note: {found.converted} images converted to {kind}, as the model takes")
+    probabilities = predictor(found.pixels)
+    tops = p.top_k(probabilities, predictor.class_names, min(top, len(predictor.class_names)))
+    scores = p.per_class(probabilities.argmax(1), found.labels, predictor.class_names)
+    for name, row in list(zip(found.names, tops, strict=True))[:SHOWN]:
+        console.print(f"{escape(name)}: " + ", ".join(f"{c} {q:.1%}" for c, q in row), highlight=False)
+    if len(tops) > SHOWN:
+        console.print(f"… and {len(tops) - SHOWN} more" + (f" (all in {out})" if out else " (--out for all)"))
+    if scores:
+        recall = ", ".join(f"{c} {s['recall']:.1%}" for c, s in scores["recall"].items())
+        console.print(
+            f"accuracy {scores['accuracy']:.2%} on {scores['images']} labelled images; recall: {recall}"
+        )
+    if out is not None:
+        p.write(out, found.names, tops, scores)
+        console.print(f"wrote {out}")
+
+
+SHOWN = 20  # predictions printed; --out has them all
+
+
+@app.command()
+@handled
 def bench(
     bundles: Annotated[
         list[Path] | None, typer.Argument(help="Bundle folders; default: all in ./export.")

@@ -14,7 +14,7 @@ from edgekit.data.sources import DATASETS, TEST, TRAIN, VAL, fingerprint
 from edgekit.errors import EdgekitError
 
 # Bump when what `prepare` caches changes shape or meaning: old cache files are then ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: image folders resized with edgekit.images (PIL), as `predict` does
 # Fewer training images of a class than this is an error: a split that leaves (almost) nothing to learn
 # a class from is a mistake in the fractions or the cap, never what the user wanted.
 MIN_TRAIN_PER_CLASS = 2

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgekit import images
 from edgekit.errors import EdgekitError
+from edgekit.images import EXTENSIONS
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLIT_FOLDERS = ("train", "val", "test")
-# PIL modes with one colour channel (alpha and bit depth aside).
-GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 @dataclass
@@ -70,44 +68,19 @@ def _files(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
 
 
 def decode(files: list[Path], channels: int | None, image_size: int | None, root: Path) -> torch.Tensor:
-    """Decode every file once into a uint8 (N, C, H, W) tensor, resized to image_size when given.
+    """Decode every file once into a uint8 (N, C, H, W) tensor, resized to image_size when given, with
+    `edgekit.images` (the function `predict` uses too, so a photo gets the same pixels on the device).
 
     channels None picks 1 when every image is grayscale, else 3 (grayscale images are repeated).
     """
-    from torchvision.transforms.v2 import functional as F
-
-    images = [_decode_one(path, channels) for path in files]
     if channels is None:
-        channels = 1 if all(im.shape[0] == 1 for im in images) else 3
-    images = [im.expand(channels, -1, -1) if im.shape[0] != channels else im for im in images]
-    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, im in enumerate(images):
-        by_size[tuple(im.shape[1:])].append(i)
-    if image_size is None:
-        if len(by_size) > 1:
-            (a, first), (b, other) = list(by_size.items())[:2]
-            raise EdgekitError(
-                f"{root}: images differ in size ({a[0]}x{a[1]} {files[first[0]]}, {b[0]}x{b[1]}"
-                f" {files[other[0]]}); set data.image_size to resize them all"
-            )
-        return torch.stack(images)
-    out = torch.empty(len(images), channels, image_size, image_size, dtype=torch.uint8)
-    # Images of one size are resized as one batch; per-file work is only the decode.
-    for index in by_size.values():
-        batch = torch.stack([images[i] for i in index])
-        out[index] = F.resize(batch, [image_size, image_size], antialias=True)
-    return out
-
-
-def _decode_one(path: Path, channels: int | None) -> torch.Tensor:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            # Decode straight to the target layout; with channels None keep gray as gray for now.
-            gray = channels == 1 or (channels is None and image.mode in GRAY_MODES)
-            pixels = np.asarray(image.convert("L" if gray else "RGB"))
-    except Exception as e:  # any failure to decode one file is that file's fault; name it
-        raise EdgekitError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
-    tensor = torch.from_numpy(pixels.copy())
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+        channels = 1 if all(images.is_gray(path) for path in files) else 3
+    decoded = [images.load(path, channels, image_size) for path in files]
+    sizes = {im.shape[1:]: path for im, path in zip(decoded, files, strict=True)}
+    if len(sizes) > 1:
+        (a, first), (b, other) = list(sizes.items())[:2]
+        raise EdgekitError(
+            f"{root}: images differ in size ({a[0]}x{a[1]} {first}, {b[0]}x{b[1]} {other}); set "
+            "data.image_size to resize them all"
+        )
+    return torch.from_numpy(np.stack(decoded))

@@ -64,14 +64,13 @@ def file_fingerprint(paths: Iterable[Path], *extra: str) -> str:
 
 
 def resize(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
-    """Batched antialiased resize of uint8 NCHW to image_size × image_size (no-op when None)."""
+    """uint8 NCHW to image_size × image_size (no-op when None) with `edgekit.images.resize`, the function
+    `predict` applies on the device, so a model sees the same pixels there as in training."""
     if image_size is None or tuple(images.shape[-2:]) == (image_size, image_size):
         return images
-    from torchvision.transforms.v2 import functional as F
+    from edgekit.images import resize as resize_one
 
-    # Chunks bound the float intermediates the resize kernel makes for large datasets.
-    chunks = [F.resize(c, [image_size, image_size], antialias=True) for c in images.split(4096)]
-    return torch.cat(chunks)
+    return torch.from_numpy(np.stack([resize_one(im, image_size) for im in images.numpy()]))
 
 
 class _Strict(BaseModel):

@@ -161,11 +161,14 @@ def sweep(
     agents: Annotated[int, typer.Option(min=1, help="With --wandb: local agents, one process each.")] = 1,
     join: Annotated[str | None, typer.Option(help="Run one agent of this existing wandb sweep id.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Trials go to RUNS_DIR/<sweep name>/.")] = Path("runs"),
+    rank_on_test: Annotated[
+        bool, typer.Option("--rank-on-test", help="Allow a test_* metric to rank the trials (says so).")
+    ] = False,
 ):
     """Train one run per trial of a sweep and rank them: edgekit sweep recipes/sweeps/lenet_2k_lr.yaml"""
     from edgekit.orchestrate import sweep_run
 
-    sweep_run.run(sweep_file, runs_dir, console, parallel, count, wandb, agents, join)
+    sweep_run.run(sweep_file, runs_dir, console, parallel, count, wandb, agents, join, rank_on_test)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from edgekit.cli import app
+from edgekit.errors import EdgekitError
 from edgekit.orchestrate import sweep, sweep_run
 from edgekit.train import run as train_run
 from edgekit.train.track import Tracker
@@ -249,7 +250,10 @@ def test_translation_to_wandb_config(tmp_path):
         "run_cap": 8,
     }
     loss = _sweep_file(tmp_path, "t", metric={"name": "test_loss"})
-    assert sweep_run.to_wandb(sweep.read(loss))["metric"] == {"name": "test_loss", "goal": "minimize"}
+    with pytest.raises(EdgekitError, match="metric.name = test_loss ranks the trials on the test split"):
+        sweep.read(loss)  # choosing on test needs saying so
+    on_test = sweep.read(loss, rank_on_test=True)
+    assert sweep_run.to_wandb(on_test)["metric"] == {"name": "test_loss", "goal": "minimize"}
 
 
 def test_wandb_creates_the_sweep_and_starts_one_agent_process_each(tmp_path, monkeypatch):

@@ -242,8 +242,11 @@ class Sweep:
                 check_trial(self, self.trial(params, "check"))
 
 
-def read(path: Path) -> Sweep:
-    """Read and validate a sweep file; its base recipe must exist and load."""
+def read(path: Path, rank_on_test: bool = False) -> Sweep:
+    """Read and validate a sweep file; its base recipe must exist and load.
+
+    A test metric would make the test split choose the winner, after which it no longer measures unseen
+    data: it takes `rank_on_test` (`--rank-on-test`), and the table then says so."""
     path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"{path}: no such sweep file")
@@ -258,6 +261,11 @@ def read(path: Path) -> Sweep:
     except ValidationError as e:
         raise EdgekitError(describe(e, SweepFile, (), str(path))) from None
     METHODS.get(file.method, f"{path}: method")
+    if file.metric.name.startswith("test") and not rank_on_test:
+        raise EdgekitError(
+            f"{path}: metric.name = {file.metric.name} ranks the trials on the test split, which then stops "
+            "measuring unseen data; rank on val_acc or best_val, or pass --rank-on-test to do it knowingly"
+        )
     sweep = Sweep(path, file, [_param(k, v, str(path)) for k, v in file.parameters.items()])
     if not sweep.recipe_path.is_file():
         raise EdgekitError(f"{path}: recipe: {sweep.recipe_path}: no such recipe file")

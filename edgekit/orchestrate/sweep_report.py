@@ -59,7 +59,10 @@ def _cell(value: Any) -> str:
 
 
 def table(rows_: list[dict[str, Any]], keys: list[str], metric: Metric, title: str) -> Table:
-    table = Table(title=f"{title}: ranked by {metric.name} ({metric.goal})", title_justify="left")
+    on_test = " — on the TEST split (--rank-on-test): its figures are no longer unseen" * (
+        metric.name.startswith("test")
+    )
+    table = Table(title=f"{title}: ranked by {metric.name} ({metric.goal}){on_test}", title_justify="left")
     shown = [metric.name] + [m for m in ("test_acc",) if m != metric.name]
     for name in ["#", "trial", *[k.rsplit(".", 1)[-1] for k in keys], *shown, "params", "MACs", "epochs"]:
         table.add_column(name, justify="left" if name == "trial" else "right", overflow="fold")

@@ -33,19 +33,20 @@ def run(
     use_wandb: bool = False,
     agents: int = 1,
     join: str | None = None,
+    rank_on_test: bool = False,
 ) -> list[dict[str, Any]]:
     """`edgekit sweep`: local search by default; --wandb creates a wandb sweep; --join runs one agent."""
     if join is not None:
-        return join_wandb(read(path), join, runs_dir, count, console)
+        return join_wandb(read(path, rank_on_test), join, runs_dir, count, console)
     if use_wandb:
         if parallel != 1:
             raise EdgekitError(f"--parallel {parallel}: for local sweeps; with --wandb use --agents N")
-        return start_wandb(read(path), runs_dir, agents, count, console)
+        return start_wandb(read(path, rank_on_test), runs_dir, agents, count, console)
     if agents != 1:
         raise EdgekitError(
             f"--agents {agents}: runs wandb agents, add --wandb (local sweeps use --parallel N)"
         )
-    return local(read(path), runs_dir, parallel, count, console)
+    return local(read(path, rank_on_test), runs_dir, parallel, count, console)
 
 
 # ---------------------------------------------------------------------------------------------- local

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from rich.console import Console
 
 from edgekit import __version__
 from edgekit.bench import report
@@ -187,6 +189,27 @@ def test_accuracy_interval_and_agreement_are_what_the_models_say(tmp_path):
     assert fp32["accuracy_ci95"] == pytest.approx([0.5 - 0.20070, 0.5 + 0.20070], abs=1e-4)
     assert int8["accuracy"] == 0.75 and int8["agreement"] == 0.75  # right on 0–9 and 15–19
     assert fp32["threads"] == "default"
+    # Where each fails: fp32 says 3 for all 20; int8 says 7 for images 15-19 (true 7) and 3 for 10-14.
+    assert (
+        fp32["confusion"][3][3] == 10
+        and fp32["confusion"][7][3] == 10
+        and sum(map(sum, fp32["confusion"])) == 20
+    )
+    assert int8["confusion"][7] == [0, 0, 0, 5, 0, 0, 0, 5, 0, 0]
+    assert int8["per_class_accuracy"]["3"] == 1.0 and int8["per_class_accuracy"]["7"] == 0.5
+    assert int8["per_class_accuracy"]["0"] is None  # no image of class 0
+    assert (tmp_path / "out" / "confusion_known.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_terminal_table_fits_80_columns_without_truncation(tmp_path):
+    path = random_bundle(tmp_path / "export", name="a_rather_long_bundle_name")
+    results = bench([path], ["ort-cpu"], 1, [1, 32], tmp_path / "out", **FAST)
+    console = Console(file=io.StringIO(), width=80)
+    console.print(report.table(results))
+    text = console.file.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    first_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert "a_rather_long_bundle_name" in first_column  # folded onto lines, never cut
 
 
 def test_fixed_batch_bundle_runs_its_batch_only(tmp_path):

@@ -125,13 +125,18 @@ def _cells(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+TERMINAL = ("bundle", "variant", "runtime", "top-1 [95% CI]", "size")  # + the first latency column
+
+
 def table(results: dict[str, Any], title: str = "edgekit bench") -> Table:
+    """The columns that fit 80 characters (the rest are in results.md/.csv), never truncated."""
     head, body = _cells(results)
-    t = Table(title=title, title_justify="left")
-    for h in head:
-        t.add_column(h, justify="left" if h in ("bundle", "variant", "runtime") else "right")
+    keep = [i for i, h in enumerate(head) if h in TERMINAL or h.startswith("ms b")]
+    t = Table(title=f"{title} (all columns: results.md)", title_justify="left")
+    for i in keep:
+        t.add_column(head[i], justify="left" if i < 3 else "right", overflow="fold")
     for cells in body:
-        t.add_row(*cells)
+        t.add_row(*(cells[i] for i in keep))
     return t
 
 
@@ -205,6 +210,23 @@ def plot(results: dict[str, Any]) -> bytes | None:
     return buf.getvalue()
 
 
+def _confusions(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """confusion_<bundle>.png: each bundle's first measured row (its fp32 variant on the first runtime)."""
+    from edgekit.bench.classes import confusion_png
+
+    files, seen = {}, set()
+    for row in results["rows"]:
+        if row["bundle"] in seen or "confusion" not in row:
+            continue
+        seen.add(row["bundle"])
+        png = confusion_png(row, results["class_names"][row["bundle"]])
+        if png is not None:
+            path = out_dir / f"confusion_{row['bundle']}.png"
+            atomic_write_bytes(path, lambda f, data=png: f.write(data))
+            files[f"confusion {row['bundle']}"] = path
+    return files
+
+
 def write(results: dict[str, Any], out_dir: Path, console=None) -> dict[str, Path]:
     """Write results.{json,csv,md} and pareto.png atomically (each replaces the previous bench's file)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -220,6 +242,7 @@ def write(results: dict[str, Any], out_dir: Path, console=None) -> dict[str, Pat
     if png is not None:
         files["png"] = out_dir / "pareto.png"
         atomic_write_bytes(files["png"], lambda f: f.write(png))
+    files |= _confusions(results, out_dir)
     if console is not None:
         console.print(table(results))
         for n in results["notes"]:

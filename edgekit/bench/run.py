@@ -11,6 +11,7 @@ import numpy as np
 from rich.markup import escape
 
 from edgekit.bench import report
+from edgekit.bench.classes import per_class
 from edgekit.bench.timing import current_rss_mb, measure, peak_rss_mb, throughput
 from edgekit.bundle_meta import META_FILE, BundleMeta
 from edgekit.errors import EdgekitError
@@ -95,6 +96,7 @@ def bench(
         "floor": [],
         "skipped": [],
         "notes": [],
+        "class_names": {b.name: b.meta.class_names for b in loaded},  # the order of each confusion matrix
     }
     say = console.print if console is not None else (lambda *a, **k: None)
     floors: dict[tuple[int, ...], list[dict[str, Any]]] = {}
@@ -194,6 +196,7 @@ def _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, w
     fp32_bytes = bundle.meta.variants["fp32"].bytes
     if variant != "fp32" and size > fp32_bytes:  # a "compressed" variant that is not smaller
         notes.append(f"{variant} file is larger than fp32 ({size:,} > {fp32_bytes:,} bytes)")
+    classes = per_class(predicted, bundle.y, bundle.meta.class_names)
     return {
         "bundle": bundle.name,
         "variant": variant,
@@ -209,6 +212,7 @@ def _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, w
         "accuracy": correct / n,
         "accuracy_ci95": [lo, hi],
         "agreement": float((predicted == reference).mean()),
+        **classes,
         "threads": threads if threads else "default",
         **timed,
         # RSS growth from before load() to after timing (this session, while alive; Linux /proc), and the

@@ -60,6 +60,11 @@ class Tracker:
         self.interactive = console.is_terminal
         if self.interactive:
             self.live.start()
+        elif _every(total_epochs) > 1:  # say so, rather than let a reader think epochs went missing
+            console.print(
+                f"showing epochs 1-3, then every {_every(total_epochs)}th, and the last (all in metrics.csv)",
+                highlight=False,
+            )
 
     def log(self, row: dict[str, float]) -> None:
         self.rows.append(row)
@@ -128,9 +133,13 @@ class Silent:
         pass
 
 
-def _should_print(epoch: int, total: int) -> bool:
+def _every(total: int) -> int:
     # Without a terminal (CI, logs), print about 50 lines however long the run.
-    return epoch == total or epoch <= 3 or epoch % max(1, total // 50) == 0
+    return max(1, total // 50)
+
+
+def _should_print(epoch: int, total: int) -> bool:
+    return epoch == total or epoch <= 3 or epoch % _every(total) == 0
 
 
 def _read_rows(path: Path, upto: int) -> list[dict[str, float]]:

@@ -156,6 +156,7 @@ def main() -> None:
         "--methods", default="hinton,dist,fm", help=f"distillation methods ({', '.join(METHODS)})"
     )
     parser.add_argument("--seeds", help="comma-separated seeds for every benchmark (default: 3 / 5 splits)")
+    parser.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated rungs (default: all)")
     parser.add_argument("--quick", action="store_true", help="smoke run: r1k and r2k, 1 seed, 2 epochs")
     parser.add_argument(
         "--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)"
@@ -165,7 +166,7 @@ def main() -> None:
     console = Console()
     started = time.perf_counter()
     common = ["train.device=cpu"]
-    rungs, methods = RUNGS, args.methods.split(",")
+    rungs, methods = args.rungs.split(","), args.methods.split(",")
     if args.quick:
         common += ["train.epochs=2"]
         rungs, methods = RUNGS[:2], methods[:1]

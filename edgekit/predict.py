@@ -15,7 +15,7 @@ import numpy as np
 from edgekit import images
 from edgekit.bundle import read_bundle
 from edgekit.errors import EdgekitError
-from edgekit.runtimes import OrtSession
+from edgekit.runtimes import OrtSession, logits_over
 
 BATCH = 32  # images per onnxruntime call
 
@@ -48,12 +48,7 @@ class Predictor:
             raise EdgekitError(f"images of shape {pixels.shape}: expected (N, {self.channels}, H, W) uint8")
         pixels = np.stack([images.resize(p, self.size) for p in pixels])
         x = ((pixels.astype(np.float32) / 255 - self.mean) / self.std).astype(self.session.dtype)
-        size, out = self.fixed or BATCH, []
-        for start in range(0, len(x), size):
-            chunk = x[start : start + size]
-            padded = np.resize(chunk, (size, *chunk.shape[1:])) if self.fixed else chunk
-            out.append(np.array(self.session.run(padded), dtype=np.float32)[: len(chunk)])  # run reuses
-        return np.concatenate(out)
+        return logits_over(self.session.run, x, self.fixed, BATCH)
 
     def __call__(self, inputs: np.ndarray | list[Path]) -> np.ndarray:
         pixels = inputs if isinstance(inputs, np.ndarray) else self.pixels([Path(p) for p in inputs])

@@ -25,6 +25,21 @@ class RuntimeUnavailable(EdgekitError):
     """The runtime cannot run this bundle here (no provider, no torch, no checkpoint); bench skips it."""
 
 
+def logits_over(run: Callable[[np.ndarray], Any], x: np.ndarray, fixed_batch: int | None, chunk: int = 256):
+    """`run` over every image of `x`: the one way edgekit runs a model over an array (export parity,
+    quantize, bench, predict). Chunks of `chunk` images, or exactly `fixed_batch` for a fixed-batch model
+    (the tail zero-padded, its rows dropped); each output is copied, since a bound session reuses its
+    buffer. Returns float32 logits (N, classes)."""
+    step, out = fixed_batch or chunk, []
+    for start in range(0, len(x), step):
+        part = x[start : start + step]
+        n = len(part)
+        if fixed_batch and n < fixed_batch:
+            part = np.concatenate([part, np.zeros((fixed_batch - n, *part.shape[1:]), part.dtype)])
+        out.append(np.array(run(part), dtype=np.float32)[:n])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
 class OrtSession:
     """An onnxruntime session that runs through IOBinding with preallocated numpy input and output.
 

@@ -15,7 +15,7 @@ from edgekit.bench.classes import per_class
 from edgekit.bench.timing import current_rss_mb, measure, peak_rss_mb, throughput
 from edgekit.bundle_meta import META_FILE, BundleMeta
 from edgekit.errors import EdgekitError
-from edgekit.runtimes import RUNTIMES, OrtSession, runtime
+from edgekit.runtimes import RUNTIMES, OrtSession, logits_over, runtime
 
 EVAL_CHUNK = 256  # images per call when computing accuracy (dynamic-batch models)
 Z95 = 1.959963984540054  # the normal quantile for a two-sided 95% interval
@@ -148,16 +148,8 @@ def _fp32(bundle: Bundle) -> Path:
 
 def _predict(session: Any, bundle: Bundle, rt: Any = None) -> np.ndarray:
     """Top-1 class for every eval image; a fixed-batch model gets exactly its batch (the tail padded)."""
-    chunk = bundle.fixed_batch or EVAL_CHUNK
     call = session.run if rt is None else (lambda x: rt.run(session, x))
-    out = []
-    for start in range(0, len(bundle.x), chunk):
-        x = bundle.x[start : start + chunk]
-        n = len(x)
-        if bundle.fixed_batch and n < chunk:
-            x = np.concatenate([x, np.zeros((chunk - n, *x.shape[1:]), x.dtype)])
-        out.append(np.asarray(call(x)).argmax(1)[:n])
-    return np.concatenate(out)
+    return logits_over(call, bundle.x, bundle.fixed_batch, EVAL_CHUNK).argmax(1)
 
 
 def _images(x: np.ndarray, batch: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import EdgekitError
+from edgekit.runtimes import logits_over
 
 ATOL = 1e-4  # max |torch logit − onnxruntime logit| allowed on any image
 CHUNK = 256  # images per run for a dynamic-batch model
@@ -26,14 +27,7 @@ def run_onnx(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     """Logits for every image of `x`, in chunks; a fixed-batch model gets its last chunk zero-padded."""
     spec = sess.get_inputs()[0]
     fixed = spec.shape[0] if isinstance(spec.shape[0], int) else None
-    step = fixed or CHUNK
-    out = []
-    for i in range(0, len(x), step):
-        chunk = x[i : i + step]
-        if fixed and len(chunk) < fixed:
-            chunk = np.concatenate([chunk, np.zeros((fixed - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        out.append(sess.run(None, {spec.name: chunk})[0][: min(step, len(x) - i)])
-    return np.concatenate(out) if out else np.zeros((0, sess.get_outputs()[0].shape[-1]), np.float32)
+    return logits_over(lambda chunk: sess.run(None, {spec.name: chunk})[0], x, fixed, CHUNK)
 
 
 def run_torch(model: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from edgekit.quantize import int8
 from edgekit.quantize.lean import make_lean
 from edgekit.registry import Registry
 from edgekit.runs import atomic_write_bytes
-from edgekit.runtimes import OrtSession
+from edgekit.runtimes import OrtSession, logits_over
 
 KINDS = Registry("quantization")
 # Operators only a quantized (or converted) model has: quantizing one again would compound the error.
@@ -52,13 +52,7 @@ class Job:
     def logits(self, model: Path | bytes, x: np.ndarray) -> np.ndarray:
         """onnxruntime CPU logits; a fixed-batch model gets exactly its batch (the tail padded)."""
         session = OrtSession(model, ["CPUExecutionProvider"], threads=1)
-        size = self.fixed_batch or 256
-        out = []
-        for start in range(0, len(x), size):
-            chunk = x[start : start + size]
-            padded = np.resize(chunk, (size, *chunk.shape[1:])) if self.fixed_batch else chunk
-            out.append(np.array(session.run(padded), dtype=np.float32)[: len(chunk)])  # a copy: run reuses
-        return np.concatenate(out)
+        return logits_over(session.run, x, self.fixed_batch)
 
     def predict(self, model: Path | bytes) -> np.ndarray:
         return self.logits(model, self.x).argmax(1)

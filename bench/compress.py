@@ -65,8 +65,8 @@ def variants(run: Path, work: Path, finetune_epochs: int) -> dict[str, Path]:
 
 
 def measure(file: Path, bundle_meta: dict, x: np.ndarray, y: np.ndarray, reference: np.ndarray | None):
-    from edgekit.bench.timing import measure as time_it
     from edgekit.runtimes import OrtSession
+    from edgekit.timing import measure as time_it
 
     session = OrtSession(file, ["CPUExecutionProvider"], threads=1)
     predicted = np.concatenate([session.run(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])

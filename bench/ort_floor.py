@@ -6,7 +6,7 @@
 The bundle's fp32 model and its floor (`edgekit.bench.run.identity_model`, the graph `edgekit bench` times
 as "ort floor", of the same input shape) are loaded through edgekit's `OrtSession` (the SessionOptions,
 IOBinding and input copy `edgekit bench` uses) and timed alternately, round after round, at batch 1 with
-one thread. Each round takes two clocks: wall time per call (`edgekit.bench.timing.measure`, what bench
+one thread. Each round takes two clocks: wall time per call (`edgekit.timing.measure`, what bench
 reports) and the thread's CPU time per call, which leaves out the time the thread spent descheduled by
 other processes and so stays comparable on a busy machine. Each entry of SETTINGS (the shipped one
 first, then the alternatives it was chosen over) gets its own model and floor sessions: the floor always
@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from edgekit.bench import report  # noqa: E402
 from edgekit.bench.run import identity_model, read_bundle  # noqa: E402
-from edgekit.bench.timing import measure  # noqa: E402
 from edgekit.runtimes import OrtSession, runtime  # noqa: E402
+from edgekit.timing import measure  # noqa: E402
 
 GOAL_FLOOR, GOAL_EAGER = 2.0, 20.0  # issue 3: ort-cpu within 2× of the floor, ≥ 20× faster than eager
 
@@ -72,7 +72,7 @@ Method: the bundle's fp32 `model.onnx` and its floor (the one-node Identity grap
 as "ort floor", same input shape) each loaded through edgekit's `OrtSession` under each setting, so the
 floor always runs under the model's settings, through the same IOBinding call with the same input copy.
 Every candidate is timed once per round, round after round, so a burst of other work lands on all of
-them alike. Wall = `edgekit.bench.timing.measure` (what `edgekit bench` reports: the median of 3 windows
+them alike. Wall = `edgekit.timing.measure` (what `edgekit bench` reports: the median of 3 windows
 after a warm-up window); CPU = the thread's CPU time per call, which leaves out time the thread spent
 descheduled by other processes and so stays comparable on a busy machine. The first row is what
 `edgekit.runtimes.OrtSession` ships; the others are the alternatives it was chosen over."""

@@ -43,7 +43,7 @@ def logits_over(run: Callable[[np.ndarray], Any], x: np.ndarray, fixed_batch: in
 class OrtSession:
     """An onnxruntime session that runs through IOBinding with preallocated numpy input and output.
 
-    Why IOBinding: measured with `bench.timing.measure` (0.2 s windows × 5, 1 thread, onnxruntime 1.32,
+    Why IOBinding: measured with `edgekit.timing.measure` (0.2 s windows × 5, 1 thread, onnxruntime 1.32,
     2-core AMD EPYC dev box), µs per call, median window (p99 in brackets):
 
         model                      batch   session.run   IOBinding (this class, input copy included)

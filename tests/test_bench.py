@@ -19,8 +19,8 @@ from rich.console import Console
 from edgekit import __version__
 from edgekit.bench import report
 from edgekit.bench.run import bench, wilson
-from edgekit.bench.timing import measure
 from edgekit.errors import TRAIN_EXTRA, EdgekitError
+from edgekit.timing import measure
 
 CHW = (1, 8, 8)
 FAST = {"min_window_s": 0.01, "windows": 3}

@@ -12,10 +12,10 @@ from rich.markup import escape
 
 from edgekit.bench import report
 from edgekit.bench.classes import per_class
-from edgekit.bench.timing import current_rss_mb, measure, peak_rss_mb, throughput
 from edgekit.bundle_meta import META_FILE, BundleMeta
 from edgekit.errors import EdgekitError
 from edgekit.runtimes import RUNTIMES, OrtSession, logits_over, runtime
+from edgekit.timing import current_rss_mb, measure, peak_rss_mb, throughput
 
 EVAL_CHUNK = 256  # images per call when computing accuracy (dynamic-batch models)
 Z95 = 1.959963984540054  # the normal quantile for a two-sided 95% interval

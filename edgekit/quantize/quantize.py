@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import timeit
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from edgekit.quantize.lean import make_lean
 from edgekit.registry import Registry
 from edgekit.runs import atomic_write_bytes
 from edgekit.runtimes import OrtSession, logits_over
+from edgekit.timing import measure
 
 KINDS = Registry("quantization")
 # Operators only a quantized (or converted) model has: quantizing one again would compound the error.
@@ -29,6 +29,7 @@ QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
     "ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul", "QLinearAdd",
 }  # fmt: skip
+ROUND_S = 0.1  # seconds of calls per model in each timing round
 LEAN_SAMPLE = 64  # eval images on which a lean pass must leave the outputs bit-identical
 
 
@@ -62,12 +63,10 @@ class Job:
         by round so that load from other processes falls on all of them alike; the median round counts."""
         x = np.resize(self.x[:1], (self.fixed_batch or 1, *self.x.shape[1:]))
         sessions = {name: OrtSession(m, ["CPUExecutionProvider"], threads=1) for name, m in models.items()}
-        timers = {name: timeit.Timer(lambda s=s: s.run(x)) for name, s in sessions.items()}
-        calls = {name: t.autorange()[0] for name, t in timers.items()}  # also the warm-up
         rounds = {name: [] for name in models}
-        for _ in range(repeat):
-            for name, timer in timers.items():
-                rounds[name].append(timer.timeit(calls[name]) / calls[name] * 1e3)
+        for _ in range(repeat):  # edgekit.timing.measure, bench's own clock: the speed-ups printed agree
+            for name, s in sessions.items():
+                rounds[name].append(measure(lambda s=s: s.run(x), ROUND_S, windows=1).ms)
         return {name: statistics.median(r) for name, r in rounds.items()}
 
 

@@ -169,6 +169,34 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert "loss became nan" in json.loads((run_dir / "summary.json").read_text())["stopped"]
 
 
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_amp_picks_bf16_by_compute_capability(monkeypatch, capability, dtype):
+    """bf16 only where the hardware has it (8.0+); a Turing card gets fp16 (with a GradScaler in
+    build_state), whatever `is_bf16_supported` says about emulation. CPU: no autocast at all."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert run.amp_dtype_for(torch.device("cuda")) == dtype
+    assert run.amp_dtype_for(torch.device("cpu")) is None
+
+
+def test_the_nan_check_reads_the_device_once_per_epoch(tmp_path, monkeypatch):
+    """No host sync per step: reading a tensor's value (`.item()`, `if tensor:`) happens a few times per
+    epoch, not once per batch."""
+    reads = {"n": 0}
+
+    def counting(honest):
+        def read(self):
+            reads["n"] += 1
+            return honest(self)
+
+        return read
+
+    monkeypatch.setattr(torch.Tensor, "item", counting(torch.Tensor.item))
+    monkeypatch.setattr(torch.Tensor, "__bool__", counting(torch.Tensor.__bool__))
+    run.start(recipe(tmp_path), ["train.epochs=1", "train.batch_size=16"], tmp_path / "runs", QUIET)
+    assert reads["n"] < 1257 // 16 / 2  # 78 training steps
+
+
 def test_early_stopping(tmp_path):
     run_dir = run.start(
         recipe(tmp_path),

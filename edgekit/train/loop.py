@@ -78,14 +78,13 @@ def train_epoch(s: State) -> dict[str, float]:
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device)
     seen = 0
+    bad = torch.zeros((), device=s.device)  # the last non-finite loss of the epoch (0: none)
     for x, y in s.train:
         with autocast(s):
             loss, logits = s.objective(net, in_layout(s, x), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"loss became {loss.item()} at epoch {s.epoch + 1}; stopped, last good "
-                "checkpoint kept (try a lower train.optimizer.lr or train.clip_grad)"
-            )
+        # Checked on the device and read back once per epoch: a per-step `if` would stall a GPU on a host
+        # sync every step. The epoch's weights are then thrown away; the last checkpoint is before it.
+        bad = torch.where(torch.isfinite(loss.detach()), bad, loss.detach().float())
         s.optimizer.zero_grad(set_to_none=True)
         _backward_and_step(s, loss)
         s.schedule.after_batch()
@@ -93,7 +92,16 @@ def train_epoch(s: State) -> dict[str, float]:
         loss_sum += loss.detach() * len(x)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(x)
-    totals = ddp.total(torch.stack([loss_sum, correct, torch.tensor(float(seen), device=s.device)]))
+    # Summed over ranks with the rest, so every rank stops together (one alone would hang the others).
+    totals = ddp.total(
+        torch.stack([loss_sum, correct, torch.tensor(float(seen), device=s.device), (bad != 0).float()])
+    )
+    if totals[3] > 0:
+        raise NonFiniteLoss(
+            f"loss became {bad.item() if bad != 0 else 'non-finite on another rank'} at epoch {s.epoch + 1}; "
+            "stopped, last good checkpoint kept (try a lower train.optimizer.lr or train.clip_grad)"
+        )
+    totals = totals[:3]
     loss_sum, correct, seen = totals.tolist()  # over all ranks under DDP
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "seen": int(seen)}
 

@@ -165,9 +165,7 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         _params(SCHEDULERS, t.scheduler), optimizer, t.epochs, len(train), mode
     )
     net = ddp.wrap(model, device) or model
-    amp_dtype = (
-        (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and t.amp else None
-    )
+    amp_dtype = amp_dtype_for(device) if t.amp else None
     return State(
         model=model,
         optimizer=optimizer,
@@ -189,6 +187,15 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         min_delta=t.early_stop.min_delta,
         meta={**meta, "test": data.test},
     )
+
+
+def amp_dtype_for(device: torch.device) -> torch.dtype | None:
+    """bf16 on GPUs that have it in hardware (compute capability 8.0, Ampere, and later), else fp16 with a
+    GradScaler; None on CPU. Not `torch.cuda.is_bf16_supported()`: it is true on older cards through slow
+    emulation, which left the fp16 branch unreachable."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
 
 
 def _params(registry, section):

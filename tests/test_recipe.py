@@ -11,7 +11,9 @@ import edgekit.train  # noqa: F401  (binds the registries recipes choose from)
 from edgekit.errors import EdgekitError
 from edgekit.recipe import load
 
-RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+ROOT_RECIPES = Path(__file__).parent.parent / "recipes"
+# Every training recipe, the small-data ladder in recipes/fashion/ included (sweeps and pipelines aside).
+RECIPES = sorted(p for p in ROOT_RECIPES.rglob("*.yaml") if p.parent.name not in ("sweeps", "pipelines"))
 
 
 def write(path: Path, data: dict) -> Path:
@@ -19,11 +21,15 @@ def write(path: Path, data: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT_RECIPES)))
 def test_every_shipped_recipe_loads(path):
     recipe = load(path)
     assert recipe.name == path.stem
-    assert recipe.data.dataset == "digits"
+    if path.parent.name == "fashion":  # the small-data benchmark: 180 images per class, mirror flips
+        assert recipe.data.dataset == "fashion_mnist" and recipe.data.train_per_class == 180
+        assert recipe.data.augment["hflip"] and recipe.model.arch == "lenet"
+    else:
+        assert recipe.data.dataset == "digits"
 
 
 def test_defaults_are_resolved_into_the_recipe(tmp_path):

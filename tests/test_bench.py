@@ -404,3 +404,22 @@ def test_bad_arguments_are_one_clear_error(tmp_path, kwargs, message):
 
 def test_made_models_are_valid_onnx():
     onnx.checker.check_model(onnx.load_from_string(gemm_model(np.eye(10, 64), np.zeros(10), conv=True)))
+
+
+def test_results_name_the_gpu_nvidia_smi_reports(monkeypatch):
+    import shutil
+    import subprocess as sp
+
+    line = "NVIDIA H200, 143771 MiB, 570.86.15, 9.0\n"
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 0, stdout=line))
+    assert report._gpus() == [
+        {
+            "name": "NVIDIA H200",
+            "memory.total": "143771 MiB",
+            "driver_version": "570.86.15",
+            "compute_cap": "9.0",
+        }
+    ]
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert report._gpus() == []  # no NVIDIA driver: none reported, nothing fails

@@ -38,6 +38,27 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+GPU_FIELDS = ("name", "memory.total", "driver_version", "compute_cap")
+
+
+def _gpus() -> list[dict[str, str]]:
+    """Each NVIDIA GPU as nvidia-smi reports it (name, memory, driver, compute capability); [] without."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = ["nvidia-smi", f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader"]
+    try:
+        lines = subprocess.run(query, capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [
+        dict(zip(GPU_FIELDS, (v.strip() for v in line.split(",")), strict=False))
+        for line in lines.splitlines()
+    ]
+
+
 def machine_info(timing: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """What the figures depend on: CPU, cores, runtime versions and providers, timing settings."""
     import numpy
@@ -55,6 +76,7 @@ def machine_info(timing: dict[str, Any], threads: int | None) -> dict[str, Any]:
         "onnxruntime": onnxruntime.__version__,
         "providers": onnxruntime.get_available_providers(),
         "torch": getattr(torch, "__version__", None),
+        "gpus": _gpus(),
         "threads": threads if threads else "default (onnxruntime: one per physical core; torch: its own)",
         "timing": timing,
     }

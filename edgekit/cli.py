@@ -252,34 +252,9 @@ def predict(
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads (default: its own).")] = None,
 ):
     """Classify images with a bundle: edgekit predict export/mobilenet_tiny photo.jpg my_photos/"""
-    from edgekit import predict as p
-    from edgekit.errors import EdgekitError
+    from edgekit.predict import predict_files
 
-    if out is not None and out.suffix not in (".csv", ".json"):
-        raise EdgekitError(f"--out {out}: expected a .csv or .json file")
-    predictor = p.Predictor(bundle, variant, threads)
-    found = p.gather(inputs, predictor)
-    if found.converted:
-        kind = "gray" if predictor.channels == 1 else "RGB"
-        console.print(f"note: {found.converted} images converted to {kind}, as the model takes")
-    probabilities = predictor(found.pixels)
-    tops = p.top_k(probabilities, predictor.class_names, min(top, len(predictor.class_names)))
-    scores = p.per_class(probabilities.argmax(1), found.labels, predictor.class_names)
-    for name, row in list(zip(found.names, tops, strict=True))[:SHOWN]:
-        console.print(f"{escape(name)}: " + ", ".join(f"{c} {q:.1%}" for c, q in row), highlight=False)
-    if len(tops) > SHOWN:
-        console.print(f"… and {len(tops) - SHOWN} more" + (f" (all in {out})" if out else " (--out for all)"))
-    if scores:
-        recall = ", ".join(f"{c} {s['recall']:.1%}" for c, s in scores["recall"].items())
-        console.print(
-            f"accuracy {scores['accuracy']:.2%} on {scores['images']} labelled images; recall: {recall}"
-        )
-    if out is not None:
-        p.write(out, found.names, tops, scores)
-        console.print(f"wrote {out}")
-
-
-SHOWN = 20  # predictions printed; --out has them all
+    predict_files(bundle, inputs, variant, top, out, threads, console)
 
 
 @app.command()

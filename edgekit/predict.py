@@ -152,3 +152,35 @@ def write(out: Path, names: list[str], tops: list[list[tuple[str, float]]], scor
         writer.writerow(["file", *[f"{w}{i + 1}" for i in range(k) for w in ("class", "probability")]])
         for name, top in zip(names, tops, strict=True):
             writer.writerow([name, *[v for c, p in top for v in (c, f"{p:.6f}")]])
+
+
+SHOWN = 20  # predictions printed; --out has them all
+
+
+def predict_files(bundle, sources, variant, top, out, threads, console) -> dict | None:
+    """`edgekit predict`: print the top-k of each input (the first SHOWN), the folder scores, --out."""
+    from rich.markup import escape
+
+    if out is not None and out.suffix not in (".csv", ".json"):
+        raise EdgekitError(f"--out {out}: expected a .csv or .json file")
+    predictor = Predictor(bundle, variant, threads)
+    found = gather(sources, predictor)
+    if found.converted:
+        kind = "gray" if predictor.channels == 1 else "RGB"
+        console.print(f"note: {found.converted} images converted to {kind}, as the model takes")
+    probabilities = predictor(found.pixels)
+    tops = top_k(probabilities, predictor.class_names, min(top, len(predictor.class_names)))
+    scores = per_class(probabilities.argmax(1), found.labels, predictor.class_names)
+    for name, row in list(zip(found.names, tops, strict=True))[:SHOWN]:
+        console.print(f"{escape(name)}: " + ", ".join(f"{c} {q:.1%}" for c, q in row), highlight=False)
+    if len(tops) > SHOWN:
+        console.print(f"… and {len(tops) - SHOWN} more" + (f" (all in {out})" if out else " (--out for all)"))
+    if scores:
+        recall = ", ".join(f"{c} {s['recall']:.1%}" for c, s in scores["recall"].items())
+        console.print(
+            f"accuracy {scores['accuracy']:.2%} on {scores['images']} labelled images; recall: {recall}"
+        )
+    if out is not None:
+        write(out, found.names, tops, scores)
+        console.print(f"wrote {out}")
+    return scores

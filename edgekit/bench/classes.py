@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgekit.runs import atomic_write_bytes
 
 
 def per_class(predicted: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
@@ -46,3 +49,18 @@ def confusion_png(row: dict[str, Any], class_names: list[str]) -> bytes | None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()
+
+
+def confusions(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """confusion_<bundle>.png: each bundle's first measured row (its fp32 variant on the first runtime)."""
+    files, seen = {}, set()
+    for row in results["rows"]:
+        if row["bundle"] in seen or "confusion" not in row:
+            continue
+        seen.add(row["bundle"])
+        png = confusion_png(row, results["class_names"][row["bundle"]])
+        if png is not None:
+            path = out_dir / f"confusion_{row['bundle']}.png"
+            atomic_write_bytes(path, lambda f, data=png: f.write(data))
+            files[f"confusion {row['bundle']}"] = path
+    return files

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
+from edgekit.bench.classes import confusions
 from edgekit.errors import EdgekitError
 from edgekit.runs import atomic_write_bytes, read_json, write_text
 
@@ -232,23 +233,6 @@ def plot(results: dict[str, Any]) -> bytes | None:
     return buf.getvalue()
 
 
-def _confusions(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """confusion_<bundle>.png: each bundle's first measured row (its fp32 variant on the first runtime)."""
-    from edgekit.bench.classes import confusion_png
-
-    files, seen = {}, set()
-    for row in results["rows"]:
-        if row["bundle"] in seen or "confusion" not in row:
-            continue
-        seen.add(row["bundle"])
-        png = confusion_png(row, results["class_names"][row["bundle"]])
-        if png is not None:
-            path = out_dir / f"confusion_{row['bundle']}.png"
-            atomic_write_bytes(path, lambda f, data=png: f.write(data))
-            files[f"confusion {row['bundle']}"] = path
-    return files
-
-
 def write(results: dict[str, Any], out_dir: Path, console=None) -> dict[str, Path]:
     """Write results.{json,csv,md} and pareto.png atomically (each replaces the previous bench's file)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -264,7 +248,7 @@ def write(results: dict[str, Any], out_dir: Path, console=None) -> dict[str, Pat
     if png is not None:
         files["png"] = out_dir / "pareto.png"
         atomic_write_bytes(files["png"], lambda f: f.write(png))
-    files |= _confusions(results, out_dir)
+    files |= confusions(results, out_dir)
     if console is not None:
         console.print(table(results))
         for n in results["notes"]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import train_tiny
 from typer.testing import CliRunner
 
 import edgekit.train  # noqa: F401  (binds the registries recipes choose from)
@@ -30,6 +31,30 @@ def test_the_suggestion_lies_below_where_the_loss_diverges():
     assert 1e-4 < result.steepest() < result.diverged_at / 10
     assert result.min_loss_tenth() < result.diverged_at / 10
     assert min(result.smoothed) < result.smoothed[0]  # the loss did fall on the way
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_it_minimises_a_distillation_loss_with_any_optimizer(tmp_path, optimizer):
+    """With a `distill:` section the range test runs the KD objective (the teacher on the same batch)."""
+    teacher = train_tiny(tmp_path, "teacher", {"arch": "lenet", "channels": [8, 16]}, epochs=2)
+    overrides = [
+        f"distill.teacher={teacher}",
+        "distill.min_teacher_acc=0",
+        f"train.optimizer.name={optimizer}",
+    ]
+    recipe = load(RECIPES / "lenet_1k_kd.yaml", overrides)
+    seen = []
+    original = objectives.Distill.__call__
+
+    def spy(self, model, x, y):
+        seen.append(self.method)
+        return original(self, model, x, y)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(objectives.Distill, "__call__", spy)
+        result = range_test(recipe, RangeParams(start=1e-5, end=10, steps=40))
+    assert seen and set(seen) == {"hinton"} and len(result.lrs) == len(seen)
+    assert 1e-5 <= result.steepest() <= 10
 
 
 def test_a_loss_that_is_nan_from_the_first_step_is_one_clear_error(monkeypatch):

@@ -47,11 +47,11 @@ def main() -> None:
     lines = [
         "# int8 chosen on val, reported on test (digits bundles)",
         "",
-        f"`python bench/int8_val.py` — {time.strftime('%Y-%m-%d')}, {cpu()}. Test split: 270 images (one image",
-        "= 0.37 points). The old figure: `bench/results.md`, when the choice was made on test.",
+        f"`python bench/int8_val.py` — {time.strftime('%Y-%m-%d')}, {cpu()}. Test split: 270 images",
+        "(one image = 0.37 points). The old figure: `bench/results.md`, when the choice was made on test.",
         "",
-        "| bundle | fp32 test | int8 test | drop (points) | val fp32 → int8 (chosen on) | format | nodes kept fp32 "
-        "| int8 test, chosen on test (old) |",
+        "| bundle | fp32 test | int8 test | drop (points) | val fp32 → int8 (chosen on) | format "
+        "| nodes kept fp32 | int8 test, chosen on test (old) |",
         "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |",
         *rows,
         "",

@@ -125,12 +125,27 @@ def goal_lines(name: str, result: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
+def train_minutes(results: list[dict]) -> float:
+    """Training time of every distinct run in the tables (teachers, study and ladder), as each measured it."""
+    runs = {}
+    for result in results:
+        for row in result["rows"]:
+            for r in row["alone"] + row["kd"] + row["teacher"]:
+                runs[r["run"]] = r
+        for s in result["study"]:
+            for r in s["runs"]:
+                runs[r["run"]] = r
+    return sum(r.get("bench_s", r.get("wall_s", 0)) for r in runs.values()) / 60
+
+
 def markdown(command: str, cpu: str, minutes: float, results: list[dict]) -> str:
     head = [
         "# The small-data frontier",
         "",
-        f"`{command}` — {time.strftime('%Y-%m-%d')}, {cpu}, {minutes:.0f} min in all (cached runs not "
-        "re-run). Accuracy is test accuracy of each run's best-val epoch; choices were made on val.",
+        f"`{command}` — {time.strftime('%Y-%m-%d')}, {cpu}: this call {minutes:.0f} min (cached runs are not "
+        f"re-run); the {train_minutes(results):.0f} min of training behind the tables, each run timed as it "
+        "ran, one torch thread each, up to three runs sharing the 2 cores. Accuracy is test accuracy of each "
+        "run's best-val epoch; choices were made on val.",
         "",
         "![Pareto plot](frontier.png)",
         "",

@@ -143,8 +143,8 @@ def markdown(command: str, cpu: str, minutes: float, results: list[dict]) -> str
         "# The small-data frontier",
         "",
         f"`{command}` — {time.strftime('%Y-%m-%d')}, {cpu}: this call {minutes:.0f} min (cached runs are not "
-        f"re-run); the {train_minutes(results):.0f} min of training behind the tables, each run timed as it "
-        "ran, one torch thread each, up to three runs sharing the 2 cores. Accuracy is test accuracy of each "
+        f"re-run); {train_minutes(results):.0f} min of training behind the tables, each run timed as it ran "
+        "while up to four jobs shared the 2 cores (not speed figures). Accuracy is test accuracy of each "
         "run's best-val epoch; choices were made on val.",
         "",
         "![Pareto plot](frontier.png)",

@@ -31,14 +31,20 @@ def is_gray(path: Path) -> bool:
 
 def decode(path: Path, channels: int) -> np.ndarray:
     """uint8 (channels, H, W): gray or RGB as asked, whatever the file holds (alpha dropped)."""
+    return read(path, channels)[0]
+
+
+def read(path: Path, channels: int) -> tuple[np.ndarray, bool]:
+    """`decode`, and whether the file's colour channels had to be converted (one open of the file)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            converted = (image.mode in GRAY_MODES) != (channels == 1)
             pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     except Exception as e:
         raise EdgekitError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
-    return pixels[None].copy() if pixels.ndim == 2 else pixels.transpose(2, 0, 1).copy()
+    return (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)), converted
 
 
 def resize(pixels: np.ndarray, size: int | None) -> np.ndarray:

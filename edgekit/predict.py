@@ -76,13 +76,15 @@ def gather(sources: list[Path], predictor: Predictor) -> Inputs:
             labels += [None] * len(array)
             continue
         files = _files(source)
-        converted += sum(images.is_gray(f) != (predictor.channels == 1) for f in files)
+        for file in files:
+            pixels, changed = images.read(file, predictor.channels)
+            arrays.append(images.resize(pixels, predictor.size))
+            converted += changed
         names += [str(f) for f in files]
-        arrays += [images.load(f, predictor.channels, predictor.size) for f in files]
         labels += [_label(f, source, predictor.class_names) for f in files]
     if not names:
         raise EdgekitError("predict: no inputs given; name image files, folders or .npy files")
-    pixels = np.stack([images.resize(a, predictor.size) for a in arrays])
+    pixels = np.stack([images.resize(a, predictor.size) for a in arrays])  # .npy arrays: resized here
     return Inputs(names, pixels, labels, converted)
 
 

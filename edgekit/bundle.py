@@ -179,6 +179,10 @@ def read_bundle(path: Path, check_model: bool = True) -> tuple[BundleMeta, Bundl
         meta = BundleMeta.model_validate(raw)
     except ValidationError as e:
         lines = [f"{meta_file}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        if any(err["loc"][0] == "input" for err in e.errors()):  # predict cannot preprocess without it
+            lines[-1] += (
+                "; the preprocessing is incomplete: re-export it with `edgekit export --onnx RUN --force`"
+            )
         raise EdgekitError("\n".join(lines)) from None
     if "fp32" not in meta.variants:
         raise EdgekitError(f"{meta_file}: variants has no 'fp32' entry")

@@ -136,6 +136,10 @@ def _edit_json(path: Path, change) -> None:
         (lambda p: _edit_json(p, lambda d: d.update(format="other/9")), "format 'other/9'"),
         (lambda p: _edit_json(p, lambda d: d.pop("class_names")), "class_names: Field required"),
         (lambda p: _edit_json(p, lambda d: d["variants"].pop("fp32")), "no 'fp32'"),
+        (
+            lambda p: _edit_json(p, lambda d: d["input"].pop("mean")),
+            r"input.mean: Field required; the preprocessing is incomplete: re-export it",
+        ),
         (lambda p: (p / "model.onnx").write_bytes(b"\x08\x07garbage" * 10), "not a valid ONNX model"),
         (lambda p: (p / "model.onnx").write_bytes(tiny_onnx()[:40]), "not a valid ONNX model"),
     ],

@@ -31,7 +31,16 @@ def _os_error(e: OSError) -> str:
 
 # What the `train` extra installs: a device install (`pip install edgekit`) has none of these, and the
 # commands that need them say so in one line instead of a traceback.
-TRAIN_EXTRA = {"torch", "torchvision", "torch_pruning", "wandb", "sklearn", "matplotlib", "onnxslim"}
+TRAIN_EXTRA = {
+    "torch",
+    "torchvision",
+    "torch_pruning",
+    "wandb",
+    "sklearn",
+    "matplotlib",
+    "onnxslim",
+    "optuna",
+}
 
 
 def _missing_module(e: ModuleNotFoundError) -> str | None:

@@ -150,6 +150,33 @@ def test_grid_random_and_names(tmp_path):
     assert [t.params for t in grid.trials()] == [{"model.norm": "batch"}, {"model.norm": "group"}]
 
 
+def test_local_bayes_is_reproducible_and_resumes_without_rerunning(tmp_path):
+    """TPE (Optuna) proposes the trials from the finished ones; a fixed sampler_seed gives the same trials,
+    and a rerun lists what exists instead of running it again."""
+    space = {
+        "train.optimizer.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.5},
+        "model.channels": {"values": [[4, 8], [8, 8]]},  # list values: Optuna sees their index
+        "train.epochs": {"value": 1},
+    }
+    path = _sweep_file(tmp_path, method="bayes", count=3, sampler_seed=7, parameters=space)
+    tables = {}
+    for runs in ("a", "b"):
+        result = runner.invoke(
+            app, ["sweep", str(path), "--parallel", "2", "--runs-dir", str(tmp_path / runs)]
+        )
+        assert result.exit_code == 0, result.output
+        index = json.loads((tmp_path / runs / "s" / "sweep.json").read_text())["trials"]
+        tables[runs] = index
+    assert len(tables["a"]) == 3 and tables["a"] == tables["b"]  # same seed, same results: same trials
+    for params in tables["a"].values():
+        assert 0.01 <= params["train.optimizer.lr"] <= 0.5 and params["model.channels"] in ([4, 8], [8, 8])
+    rows = list(csv.DictReader((tmp_path / "a" / "s" / "sweep.csv").open()))
+    assert len(rows) == 3 and all(r["val_acc"] for r in rows)
+    again = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "a")])
+    assert again.exit_code == 0 and "3 already listed" in " ".join(again.output.split())
+    assert len([p for p in (tmp_path / "a" / "s").iterdir() if (p / "recipe.yaml").is_file()]) == 3
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [
@@ -158,7 +185,11 @@ def test_grid_random_and_names(tmp_path):
         ({"parameters": {"model.norm": {"values": ["batch", "bogus"]}}}, "model.norm = 'bogus'"),
         ({"parameters": {"train.optimizer.lr": {"values": []}}}, "parameters.train.optimizer.lr.values = []"),
         ({"parameters": {"train.optimizer.lr": {"min": 0.1, "max": 0.5}}}, "grid search needs `values:"),
-        ({"method": "bayes"}, "method 'bayes' needs wandb's sweep server: run it with --wandb"),
+        ({"method": "bayes"}, "method 'bayes' needs a number of trials"),
+        (
+            {"method": "bayes", "count": 2, "parameters": {"seed": {"distribution": "normal", "mu": 1}}},
+            "parameters.seed: method bayes cannot model distribution 'normal' locally",
+        ),
         ({"method": "random"}, "method 'random' needs a number of trials"),
         ({"metric": {"name": "val_accuracy"}}, "metric.name = 'val_accuracy'"),
         ({"parameters": {"seed": {"distribution": "unifrom"}}}, "unknown distribution 'unifrom'"),

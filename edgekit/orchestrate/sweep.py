@@ -184,10 +184,8 @@ def _random(params: list[Param], count: int | None, seed: int, source: str) -> l
 
 @METHODS.register("bayes")
 def _bayes(params: list[Param], count: int | None, seed: int, source: str) -> list[dict[str, Any]]:
-    raise EdgekitError(
-        f"{source}: method 'bayes' needs wandb's sweep server: run it with --wandb, "
-        "or use method: grid or random locally"
-    )
+    # Bayesian trials depend on earlier results: sweep_run.local_bayes proposes them as it goes.
+    raise EdgekitError(f"{source}: method 'bayes' proposes its trials while it runs; none exist up front")
 
 
 # --------------------------------------------------------------------------------------------- sweeps

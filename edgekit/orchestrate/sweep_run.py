@@ -51,6 +51,8 @@ def run(
 
 # ---------------------------------------------------------------------------------------------- local
 def local(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, console: Console) -> list:
+    if sweep.file.method == "bayes":
+        return local_bayes(sweep, runs_dir, parallel, count, console)
     trials = sweep.trials(count)  # every trial's recipe is checked here, before anything is written
     sweep_dir = runs_dir / sweep.name
     claim(sweep_dir, sweep, trials)
@@ -70,6 +72,46 @@ def local(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, consol
         logs = ", ".join(str(sweep_dir / "logs" / f"{name}.log") for name in failed)
         raise EdgekitError(f"{sweep_dir}: {len(failed)} of {len(trials)} trials failed; see {logs}")
     return found
+
+
+def local_bayes(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, console: Console) -> list:
+    """Bayesian search on this machine: Optuna's TPE proposes `parallel` trials at a time from the
+    results of the finished ones, until `count` trials exist; a rerun finishes and reuses them."""
+    from edgekit.orchestrate import bayes
+
+    total = count or sweep.file.count
+    if total is None:
+        raise EdgekitError(f"{sweep.path}: method 'bayes' needs a number of trials: count: N, or --count N")
+    bayes.distributions(sweep)  # a parameter TPE cannot model fails before anything is written
+    sweep_dir = runs_dir / sweep.name
+    claim(sweep_dir, sweep, [])
+    listed = json.loads((sweep_dir / INDEX_FILE).read_text())["trials"]
+    env, failed = _env(parallel), []
+    console.print(
+        f"sweep [bold]{sweep.name}[/]: {total} trials (bayes: TPE, seed {sweep.file.sampler_seed}), "
+        f"{len(listed)} already listed; {parallel} at a time → {sweep_dir}"
+    )
+    batch = [Trial(name, params) for name, params in listed.items()]  # unfinished ones go first
+    while True:
+        todo = [(t, s) for t in batch if (s := trial_state(sweep_dir / t.name)) != "done"]
+        failed += _run_all(
+            [(t, _command(sweep, sweep_dir, t, s)) for t, s in todo], sweep_dir, env, parallel, console
+        )
+        if len(listed) >= total:
+            break
+        done = [(params, _value(sweep_dir / name, sweep.file.metric.name)) for name, params in listed.items()]
+        batch = bayes.propose(sweep, done, len(listed), min(parallel, total - len(listed)))
+        claim(sweep_dir, sweep, batch)
+        listed.update({t.name: t.params for t in batch})
+    found = sweep_report.write(sweep_dir, sweep, console)
+    if failed:
+        raise EdgekitError(f"{sweep_dir}: {len(failed)} of {total} trials failed; see {sweep_dir / 'logs'}")
+    return found
+
+
+def _value(folder: Path, metric: str) -> float | None:
+    summary = Run(folder).summary() or {}
+    return summary.get(metric)
 
 
 def trial_state(folder: Path) -> str:

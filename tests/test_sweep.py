@@ -177,6 +177,42 @@ def test_local_bayes_is_reproducible_and_resumes_without_rerunning(tmp_path):
     assert len([p for p in (tmp_path / "a" / "s").iterdir() if (p / "recipe.yaml").is_file()]) == 3
 
 
+def test_hyperband_stops_a_stalled_trial_keeps_the_learners_and_never_reruns_it(tmp_path):
+    """early_terminate: hyperband (Optuna's HyperbandPruner fed each epoch's val_acc from metrics.csv)
+    stops a trial whose lr is too small to learn; pruned trials are marked in their folder, the table
+    and sweep.csv, and a rerun leaves them alone."""
+    space = {
+        "train.optimizer.lr": {"values": [0.2, 0.0000001]},
+        "train.epochs": {"value": 8},
+        "train.batch_size": {"value": 16},  # slow enough epochs for the pruner to act within the run
+        "model.channels": {"value": [4, 8]},
+    }
+    stop = {"type": "hyperband", "min_iter": 1, "eta": 2, "max_iter": 2}
+    path = _sweep_file(
+        tmp_path, method="bayes", count=5, sampler_seed=0, parameters=space, early_terminate=stop
+    )
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    rows = {r["trial"]: r for r in csv.DictReader((runs / "s" / "sweep.csv").open())}
+    pruned = [name for name, r in rows.items() if r["status"] == "pruned"]
+    assert pruned and all("1e-07" in name for name in pruned)  # only the stalled lr is stopped
+    assert all(rows[n]["status"] == "finished" for n in rows if "lr-0.2" in n)
+    for name in pruned:
+        assert (runs / "s" / name / "pruned.json").is_file() and int(rows[name]["epochs"]) < 8
+    again = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs)])
+    assert again.exit_code == 0 and "5 already listed" in " ".join(again.output.split())
+    assert {r["trial"]: r["status"] for r in csv.DictReader((runs / "s" / "sweep.csv").open())} == {
+        n: r["status"] for n, r in rows.items()
+    }
+
+
+def test_early_terminate_needs_bayes_locally(tmp_path):
+    path = _sweep_file(tmp_path, early_terminate={"type": "hyperband", "min_iter": 1})
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "early_terminate works locally with method: bayes" in result.output
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [

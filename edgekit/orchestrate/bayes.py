@@ -7,10 +7,14 @@ never rerun. A fixed `sampler_seed` gives the same trials on the same results.
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.orchestrate.sweep import Param, Sweep, Trial
+from edgekit.orchestrate.sweep import PRUNED_FILE, Param, Sweep, Trial
+from edgekit.runs import Run, write_json
 
 
 def distributions(sweep: Sweep) -> dict[str, Any]:
@@ -52,36 +56,95 @@ def decode(sweep: Sweep, asked: dict[str, Any]) -> dict[str, Any]:
     return {p.key: (_choices(p)[asked[p.key]] if _choices(p) else asked[p.key]) for p in sweep.params}
 
 
-def study(sweep: Sweep, done: list[tuple[dict[str, Any], float | None]]):
-    """A TPE study holding the finished trials (params, metric value; None: failed)."""
+def column(sweep: Sweep) -> str:
+    """The metrics.csv column a pruner follows epoch by epoch for the sweep's metric."""
+    return "val_acc" if sweep.file.metric.goal == "maximize" else "val_loss"
+
+
+def curve(folder: Path, name: str) -> dict[int, float]:
+    """epoch → value of metrics.csv column `name` in a trial's run folder ({} before its first epoch)."""
+    file = folder / "metrics.csv"
+    if not file.is_file():
+        return {}
+    with file.open(newline="") as f:
+        return {int(float(r["epoch"])): float(r[name]) for r in csv.DictReader(f) if r.get(name)}
+
+
+def study(sweep: Sweep, sweep_dir: Path, listed: dict[str, dict[str, Any]]):
+    """A TPE study (with Hyperband pruning when the sweep asks for it) holding the listed trials that
+    ended: finished ones with their metric, pruned ones as pruned, each with its per-epoch curve."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = distributions(sweep)
     direction = "maximize" if sweep.file.metric.goal == "maximize" else "minimize"
-    s = optuna.create_study(
-        direction=direction, sampler=optuna.samplers.TPESampler(seed=sweep.file.sampler_seed)
+    stop = sweep.file.early_terminate
+    pruner = (
+        optuna.pruners.HyperbandPruner(stop.min_iter, stop.max_iter or "auto", stop.eta)
+        if stop
+        else optuna.pruners.NopPruner()
     )
-    for params, value in done:
-        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
+    sampler = optuna.samplers.TPESampler(seed=sweep.file.sampler_seed)
+    # A fixed name: HyperbandPruner puts a trial in a bracket by hashing the study name with its number.
+    s = optuna.create_study(study_name=sweep.name, direction=direction, sampler=sampler, pruner=pruner)
+    for name, params in listed.items():
+        folder = sweep_dir / name
+        value = (Run(folder).summary() or {}).get(sweep.file.metric.name)
+        pruned = (folder / PRUNED_FILE).is_file()
+        if value is None and not pruned:
+            continue  # not finished: it runs again and is told then
+        state = optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE
         s.add_trial(
             optuna.trial.create_trial(
-                params=encode(sweep, params), distributions=space, value=value, state=state
+                params=encode(sweep, params),
+                distributions=space,
+                value=None if pruned else value,
+                state=state,
+                intermediate_values=curve(folder, column(sweep)),
             )
         )
     return s, space
 
 
-def propose(sweep: Sweep, done: list[tuple[dict[str, Any], float | None]], first: int, n: int) -> list[Trial]:
-    """The next `n` trials, numbered from `first`, each checked as a recipe before anything runs."""
+def ask(sweep: Sweep, s, space: dict[str, Any], first: int, n: int) -> list[tuple[Trial, Any]]:
+    """The next `n` trials, numbered from `first`, each checked as a recipe before anything runs; with the
+    Optuna trial that reports their curve and is told their result."""
     from edgekit.orchestrate.sweep import check_trial
 
-    s, space = study(sweep, done)
     width = max(2, len(str(sweep.file.count or 0)))
-    trials = []
+    out = []
     for i in range(first, first + n):
         asked = s.ask(space)  # a pending trial: the next ask in this batch sees it and looks elsewhere
         trial = sweep.trial(decode(sweep, asked.params), f"{i:0{width}d}")
         check_trial(sweep, trial)
-        trials.append(trial)
-    return trials
+        out.append((trial, asked))
+    return out
+
+
+def watcher(sweep: Sweep, folder: Path, asked) -> Callable[[], bool]:
+    """A check for the running trial: reports each new epoch to the pruner; True when it says stop, after
+    writing PRUNED_FILE (so a killed sweep never reruns it)."""
+    reported: set[int] = set()
+
+    def check() -> bool:
+        for epoch, value in sorted(curve(folder, column(sweep)).items()):
+            if epoch in reported:
+                continue
+            reported.add(epoch)
+            asked.report(value, epoch)
+            if asked.should_prune():
+                write_json(folder / PRUNED_FILE, {"epoch": epoch, column(sweep): value, "by": "hyperband"})
+                return True
+        return False
+
+    return check
+
+
+def tell(sweep: Sweep, s, asked, folder: Path) -> None:
+    import optuna
+
+    if (folder / PRUNED_FILE).is_file():
+        s.tell(asked, state=optuna.trial.TrialState.PRUNED)
+        return
+    value = (Run(folder).summary() or {}).get(sweep.file.metric.name)
+    s.tell(asked, value) if value is not None else s.tell(asked, state=optuna.trial.TrialState.FAIL)

@@ -39,6 +39,18 @@ class Metric(Strict):
         return self
 
 
+class EarlyTerminate(Strict):
+    """wandb's `early_terminate`; locally (method bayes) Optuna's HyperbandPruner applies it."""
+
+    type: Literal["hyperband"]
+    min_iter: int = Field(ge=1)  # the first rung, in epochs
+    eta: int = Field(3, ge=2)  # at each rung, the best 1/eta go on
+    max_iter: int | None = Field(None, ge=1)
+
+
+PRUNED_FILE = "pruned.json"  # in a trial's run folder: stopped early by the sweep, never rerun
+
+
 class SweepFile(Strict):
     recipe: str  # the base recipe, relative to the sweep file
     method: str
@@ -47,6 +59,7 @@ class SweepFile(Strict):
     count: int | None = Field(None, ge=1)
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
     description: str | None = None
+    early_terminate: EarlyTerminate | None = None
     sampler_seed: int = 0  # random search draws the same trials every time, so a sweep can resume
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from edgekit.orchestrate.sweep import Metric, Sweep
+from edgekit.orchestrate.sweep import PRUNED_FILE, Metric, Sweep
 from edgekit.runs import Run, atomic_write_bytes, stop_kind, write_text
 
 SUMMARY_KEYS = (
@@ -45,7 +45,8 @@ def rows(sweep_dir: Path, keys: list[str], metric: Metric) -> list[dict[str, Any
         folder, recipe, summary = run.folder, run.raw_recipe(), run.summary()
         row = {"trial": folder.name, **{k: _get(recipe, k) for k in keys}}
         row |= {k: (summary or {}).get(k) for k in SUMMARY_KEYS}
-        row |= {"status": status(summary), "run_dir": str(folder)}
+        stopped = "pruned" if (folder / PRUNED_FILE).is_file() else status(summary)
+        row |= {"status": stopped, "run_dir": str(folder)}
         found.append(row)
     sign = -1 if metric.goal == "maximize" else 1
     found.sort(key=lambda r: (r[metric.name] is None, sign * (r[metric.name] or 0), r["trial"]))

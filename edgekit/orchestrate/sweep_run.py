@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -17,11 +18,12 @@ from rich.console import Console
 
 from edgekit.errors import EdgekitError
 from edgekit.orchestrate import sweep_report
-from edgekit.orchestrate.sweep import Sweep, Trial, read
+from edgekit.orchestrate.sweep import PRUNED_FILE, Sweep, Trial, read
 from edgekit.recipe import load
 from edgekit.runs import DONE, Run, write_json
 
 INDEX_FILE = "sweep.json"
+POLL_S = 0.5  # how often a pruner looks at a running trial's metrics.csv
 
 
 def run(
@@ -53,6 +55,11 @@ def run(
 def local(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, console: Console) -> list:
     if sweep.file.method == "bayes":
         return local_bayes(sweep, runs_dir, parallel, count, console)
+    if sweep.file.early_terminate:
+        raise EdgekitError(
+            f"{sweep.path}: early_terminate works locally with method: bayes (or with --wandb); grid and "
+            "random run every trial to the end"
+        )
     trials = sweep.trials(count)  # every trial's recipe is checked here, before anything is written
     sweep_dir = runs_dir / sweep.name
     claim(sweep_dir, sweep, trials)
@@ -88,36 +95,38 @@ def local_bayes(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, 
     listed = json.loads((sweep_dir / INDEX_FILE).read_text())["trials"]
     env, failed = _env(parallel), []
     console.print(
-        f"sweep [bold]{sweep.name}[/]: {total} trials (bayes: TPE, seed {sweep.file.sampler_seed}), "
-        f"{len(listed)} already listed; {parallel} at a time → {sweep_dir}"
+        f"sweep [bold]{sweep.name}[/]: {total} trials (bayes: TPE, seed {sweep.file.sampler_seed}"
+        + (", hyperband" if sweep.file.early_terminate else "")
+        + f"), {len(listed)} already listed; {parallel} at a time → {sweep_dir}"
     )
-    batch = [Trial(name, params) for name, params in listed.items()]  # unfinished ones go first
-    while True:
-        todo = [(t, s) for t in batch if (s := trial_state(sweep_dir / t.name)) != "done"]
-        failed += _run_all(
-            [(t, _command(sweep, sweep_dir, t, s)) for t, s in todo], sweep_dir, env, parallel, console
-        )
-        if len(listed) >= total:
-            break
-        done = [(params, _value(sweep_dir / name, sweep.file.metric.name)) for name, params in listed.items()]
-        batch = bayes.propose(sweep, done, len(listed), min(parallel, total - len(listed)))
-        claim(sweep_dir, sweep, batch)
-        listed.update({t.name: t.params for t in batch})
+    # Listed but unfinished trials (a killed sweep) run first, unwatched; then new ones, batch by batch.
+    unfinished = [Trial(n, p) for n, p in listed.items() if trial_state(sweep_dir / n) != "done"]
+    jobs = [(t, _command(sweep, sweep_dir, t, trial_state(sweep_dir / t.name))) for t in unfinished]
+    failed += _run_all(jobs, sweep_dir, env, parallel, console)
+    study, space = bayes.study(sweep, sweep_dir, listed)
+    while len(listed) < total:
+        batch = bayes.ask(sweep, study, space, len(listed), min(parallel, total - len(listed)))
+        claim(sweep_dir, sweep, [t for t, _ in batch])
+        listed.update({t.name: t.params for t, _ in batch})
+        jobs = [
+            (t, _command(sweep, sweep_dir, t, "new"), bayes.watcher(sweep, sweep_dir / t.name, asked))
+            for t, asked in batch
+        ]
+        failed += _run_all(jobs, sweep_dir, env, parallel, console)
+        for t, asked in batch:
+            bayes.tell(sweep, study, asked, sweep_dir / t.name)
     found = sweep_report.write(sweep_dir, sweep, console)
     if failed:
         raise EdgekitError(f"{sweep_dir}: {len(failed)} of {total} trials failed; see {sweep_dir / 'logs'}")
     return found
 
 
-def _value(folder: Path, metric: str) -> float | None:
-    summary = Run(folder).summary() or {}
-    return summary.get(metric)
-
-
 def trial_state(folder: Path) -> str:
     """new, done, resume (a checkpoint to continue from) or restart (killed before its first epoch)."""
     if not folder.exists():
         return "new"
+    if (folder / PRUNED_FILE).is_file():  # stopped early on purpose: its result is that it was weak
+        return "done"
     state = Run(folder).status().state
     return {"finished": "done", "partial": "resume", "new": "restart"}[state]
 
@@ -173,12 +182,17 @@ def _run_all(jobs: list, sweep_dir: Path, env: dict, parallel: int, console: Con
     pool = ThreadPoolExecutor(parallel)
     try:
         futures = {
-            pool.submit(_run_one, cmd, sweep_dir / "logs" / f"{t.name}.log", env, stop): t for t, cmd in jobs
+            pool.submit(
+                _run_one, job[1], sweep_dir / "logs" / f"{job[0].name}.log", env, stop, *job[2:]
+            ): job[0]
+            for job in jobs
         }
         for n, future in enumerate(as_completed(futures), 1):
             trial, code = futures[future], future.result()
             state = Run(sweep_dir / trial.name).status().stop or "interrupted"
-            if code != 0 and state not in DONE:  # a diverged trial exits with an error but is done
+            if (sweep_dir / trial.name / PRUNED_FILE).is_file():
+                state = "pruned"
+            elif code != 0 and state not in DONE:  # a diverged trial exits with an error but is done
                 failed.append(trial.name)
                 state = f"failed (exit code {code})"
             console.print(f"[{n}/{len(jobs)}] {trial.name}: {state}", highlight=False)
@@ -192,11 +206,21 @@ def _run_all(jobs: list, sweep_dir: Path, env: dict, parallel: int, console: Con
     return failed
 
 
-def _run_one(cmd: list[str], log: Path, env: dict, stop: threading.Event) -> int | None:
+def _run_one(cmd: list[str], log: Path, env: dict, stop: threading.Event, check=None) -> int | None:
+    """One trial process; `check()` (a pruner's) is asked every POLL_S whether to stop it early, which
+    Ctrl-C does (the run writes its summary and keeps its checkpoints)."""
     if stop.is_set():
         return None
     with log.open("a") as f:
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        process = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        while process.poll() is None:
+            try:
+                process.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                if check is not None and check():
+                    process.send_signal(signal.SIGINT)
+                    process.wait()
+        return process.returncode
 
 
 # ---------------------------------------------------------------------------------------------- wandb
@@ -213,6 +237,8 @@ def to_wandb(sweep: Sweep) -> dict[str, Any]:
         config["description"] = f.description
     if f.count:
         config["run_cap"] = f.count
+    if f.early_terminate:
+        config["early_terminate"] = f.early_terminate.model_dump(exclude_none=True)
     return config
 
 

@@ -172,6 +172,12 @@ def test_local_bayes_is_reproducible_and_resumes_without_rerunning(tmp_path):
         assert 0.01 <= params["train.optimizer.lr"] <= 0.5 and params["model.channels"] in ([4, 8], [8, 8])
     rows = list(csv.DictReader((tmp_path / "a" / "s" / "sweep.csv").open()))
     assert len(rows) == 3 and all(r["val_acc"] for r in rows)
+    # What each parameter is worth (Optuna's fANOVA over the finished trials) and the metric against each.
+    weights = json.loads((tmp_path / "a" / "s" / "importance.json").read_text())
+    assert set(weights) == {"train.optimizer.lr", "model.channels"} and sum(
+        weights.values()
+    ) == pytest.approx(1)
+    assert (tmp_path / "a" / "s" / "params.png").read_bytes()[:4] == b"\x89PNG"
     again = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "a")])
     assert again.exit_code == 0 and "3 already listed" in " ".join(again.output.split())
     assert len([p for p in (tmp_path / "a" / "s").iterdir() if (p / "recipe.yaml").is_file()]) == 3

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from edgekit.orchestrate import sweep_insight
 from edgekit.orchestrate.sweep import PRUNED_FILE, Metric, Sweep
 from edgekit.runs import Run, atomic_write_bytes, stop_kind, write_text
 
@@ -139,5 +140,16 @@ def write(sweep_dir: Path, sweep: Sweep, console) -> list[dict[str, Any]]:
     png = plot(found, metric, sweep_dir.name)
     atomic_write_bytes(sweep_dir / "pareto.png", lambda f: f.write(png))
     console.print(table(found, sweep.varying, metric, f"sweep {sweep.name}"))
-    console.print(f"wrote {sweep_dir / 'sweep.csv'}, {sweep_dir / 'pareto.png'}")
+    written = [sweep_dir / "sweep.csv", sweep_dir / "pareto.png"]
+    by_parameter = sweep_insight.by_parameter_png(found, sweep)
+    if by_parameter is not None:
+        atomic_write_bytes(sweep_dir / "params.png", lambda f: f.write(by_parameter))
+        written.append(sweep_dir / "params.png")
+    weights = sweep_insight.importance(found, sweep)
+    if weights:
+        write_text(sweep_dir / "importance.json", json.dumps(weights, indent=2) + "\n")
+        written.append(sweep_dir / "importance.json")
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in weights.items())
+        console.print(f"parameter importance (Optuna fANOVA, {metric.name}): {shares}", highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
     return found

@@ -164,11 +164,19 @@ def sweep(
     rank_on_test: Annotated[
         bool, typer.Option("--rank-on-test", help="Allow a test_* metric to rank the trials (says so).")
     ] = False,
+    storage: Annotated[
+        str | None, typer.Option(help="bayes: keep the study in this Optuna database (sqlite:///x.db, …).")
+    ] = None,
+    join_study: Annotated[
+        bool, typer.Option("--join-study", help="bayes: join the study already in --storage (another agent).")
+    ] = False,
 ):
     """Train one run per trial of a sweep and rank them: edgekit sweep recipes/sweeps/lenet_2k_lr.yaml"""
     from edgekit.orchestrate import sweep_run
 
-    sweep_run.run(sweep_file, runs_dir, console, parallel, count, wandb, agents, join, rank_on_test)
+    sweep_run.run(
+        sweep_file, runs_dir, console, parallel, count, wandb, agents, join, rank_on_test, storage, join_study
+    )
 
 
 @app.command()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sqlite3
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -211,6 +214,51 @@ def test_hyperband_stops_a_stalled_trial_keeps_the_learners_and_never_reruns_it(
     assert {r["trial"]: r["status"] for r in csv.DictReader((runs / "s" / "sweep.csv").open())} == {
         n: r["status"] for n, r in rows.items()
     }
+
+
+def test_two_agents_share_one_study_through_a_sqlite_file(tmp_path):
+    """`--storage sqlite:///…`: two sweep processes on this machine draw from one Optuna study, so they
+    split the trials between them instead of each running the whole sweep."""
+    import optuna
+
+    space = {"train.optimizer.lr": {"values": [0.05, 0.1, 0.2, 0.3]}, "train.epochs": {"value": 1}}
+    path = _sweep_file(tmp_path, method="bayes", count=4, parameters=space)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def agent(runs: str, *extra: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "edgekit", "sweep", str(path), "--storage", url, *extra]
+        return subprocess.Popen(
+            [*cmd, "--runs-dir", str(tmp_path / runs)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    first = agent("a")  # starts the study; the second joins it, as agents on other machines would
+    for _ in range(600):  # read with sqlite3 alone: opening it with Optuna would race to create its tables
+        try:
+            with sqlite3.connect(tmp_path / "study.db") as db:
+                if db.execute("SELECT 1 FROM studies WHERE study_name = 's'").fetchone():
+                    break
+        except sqlite3.OperationalError:  # no tables yet
+            pass
+        time.sleep(0.1)
+    agents = [first, agent("b", "--join-study")]
+    outputs = [agent.communicate(timeout=300)[0] for agent in agents]
+    assert all(agent.returncode == 0 for agent in agents), outputs
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert 4 <= len(trials) <= 5  # both may ask at the last free place: one trial over at most
+    ran = {
+        a: sorted(p.name for p in (tmp_path / a / "s").iterdir() if (p / "recipe.yaml").is_file())
+        for a in "ab"
+    }
+    assert ran["a"] and ran["b"] and not set(ran["a"]) & set(ran["b"])  # shared out, none twice
+    assert len(ran["a"]) + len(ran["b"]) == len(trials)
+    joined = runner.invoke(app, ["sweep", str(path), "--join-study", "--runs-dir", str(tmp_path / "c")])
+    assert (
+        joined.exit_code == 2
+        and "--join-study: name the shared study's database with --storage" in joined.output
+    )
 
 
 def test_early_terminate_needs_bayes_locally(tmp_path):

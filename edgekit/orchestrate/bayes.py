@@ -70,9 +70,14 @@ def curve(folder: Path, name: str) -> dict[int, float]:
         return {int(float(r["epoch"])): float(r[name]) for r in csv.DictReader(f) if r.get(name)}
 
 
-def study(sweep: Sweep, sweep_dir: Path, listed: dict[str, dict[str, Any]]):
+def study(
+    sweep: Sweep, sweep_dir: Path, listed: dict[str, dict[str, Any]], storage: str | None = None, join=False
+):
     """A TPE study (with Hyperband pruning when the sweep asks for it) holding the listed trials that
-    ended: finished ones with their metric, pruned ones as pruned, each with its per-epoch curve."""
+    ended: finished ones with their metric, pruned ones as pruned, each with its per-epoch curve.
+
+    With `storage` (an Optuna RDB URL: a SQLite file, PostgreSQL, MySQL) the study lives there under the
+    sweep's name and is shared by every process that names it (`join`: it must exist already)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -85,6 +90,8 @@ def study(sweep: Sweep, sweep_dir: Path, listed: dict[str, dict[str, Any]]):
         else optuna.pruners.NopPruner()
     )
     sampler = optuna.samplers.TPESampler(seed=sweep.file.sampler_seed)
+    if storage is not None:
+        return _shared(sweep, storage, join, direction, sampler, pruner), space
     # A fixed name: HyperbandPruner puts a trial in a bracket by hashing the study name with its number.
     s = optuna.create_study(study_name=sweep.name, direction=direction, sampler=sampler, pruner=pruner)
     for name, params in listed.items():
@@ -106,6 +113,28 @@ def study(sweep: Sweep, sweep_dir: Path, listed: dict[str, dict[str, Any]]):
     return s, space
 
 
+def _shared(sweep: Sweep, storage: str, join: bool, direction: str, sampler, pruner):
+    import optuna
+
+    try:
+        if join:
+            return optuna.load_study(study_name=sweep.name, storage=storage, sampler=sampler, pruner=pruner)
+        return optuna.create_study(
+            study_name=sweep.name,
+            storage=storage,
+            load_if_exists=True,
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
+        )
+    except KeyError:  # load_study: no such study
+        raise EdgekitError(
+            f"--join-study: no study '{sweep.name}' in {storage}; start it with --storage {storage} first"
+        ) from None
+    except Exception as e:  # SQLAlchemy's own errors for a bad URL or an unreachable database
+        raise EdgekitError(f"--storage {storage}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
 def ask(sweep: Sweep, s, space: dict[str, Any], first: int, n: int) -> list[tuple[Trial, Any]]:
     """The next `n` trials, numbered from `first`, each checked as a recipe before anything runs; with the
     Optuna trial that reports their curve and is told their result."""
@@ -113,9 +142,10 @@ def ask(sweep: Sweep, s, space: dict[str, Any], first: int, n: int) -> list[tupl
 
     width = max(2, len(str(sweep.file.count or 0)))
     out = []
-    for i in range(first, first + n):
+    for i in range(first, first + n) if first >= 0 else range(n):
         asked = s.ask(space)  # a pending trial: the next ask in this batch sees it and looks elsewhere
-        trial = sweep.trial(decode(sweep, asked.params), f"{i:0{width}d}")
+        number = asked.number if first < 0 else i  # shared study: its trial number is unique to all agents
+        trial = sweep.trial(decode(sweep, asked.params), f"{number:0{width}d}")
         check_trial(sweep, trial)
         out.append((trial, asked))
     return out

@@ -36,6 +36,8 @@ def run(
     agents: int = 1,
     join: str | None = None,
     rank_on_test: bool = False,
+    storage: str | None = None,
+    join_study: bool = False,
 ) -> list[dict[str, Any]]:
     """`edgekit sweep`: local search by default; --wandb creates a wandb sweep; --join runs one agent."""
     if join is not None:
@@ -48,13 +50,26 @@ def run(
         raise EdgekitError(
             f"--agents {agents}: runs wandb agents, add --wandb (local sweeps use --parallel N)"
         )
-    return local(read(path, rank_on_test), runs_dir, parallel, count, console)
+    sweep = read(path, rank_on_test)
+    if (storage or join_study) and sweep.file.method != "bayes":
+        raise EdgekitError(f"--storage/--join-study: for method bayes; {path} uses {sweep.file.method}")
+    if join_study and not storage:
+        raise EdgekitError("--join-study: name the shared study's database with --storage URL")
+    return local(sweep, runs_dir, parallel, count, console, storage, join_study)
 
 
 # ---------------------------------------------------------------------------------------------- local
-def local(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, console: Console) -> list:
+def local(
+    sweep: Sweep,
+    runs_dir: Path,
+    parallel: int,
+    count: int | None,
+    console: Console,
+    storage: str | None = None,
+    join: bool = False,
+) -> list:
     if sweep.file.method == "bayes":
-        return local_bayes(sweep, runs_dir, parallel, count, console)
+        return local_bayes(sweep, runs_dir, parallel, count, console, storage, join)
     if sweep.file.early_terminate:
         raise EdgekitError(
             f"{sweep.path}: early_terminate works locally with method: bayes (or with --wandb); grid and "
@@ -81,7 +96,15 @@ def local(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, consol
     return found
 
 
-def local_bayes(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, console: Console) -> list:
+def local_bayes(
+    sweep: Sweep,
+    runs_dir: Path,
+    parallel: int,
+    count: int | None,
+    console: Console,
+    storage: str | None = None,
+    join: bool = False,
+) -> list:
     """Bayesian search on this machine: Optuna's TPE proposes `parallel` trials at a time from the
     results of the finished ones, until `count` trials exist; a rerun finishes and reuses them."""
     from edgekit.orchestrate import bayes
@@ -103,9 +126,14 @@ def local_bayes(sweep: Sweep, runs_dir: Path, parallel: int, count: int | None, 
     unfinished = [Trial(n, p) for n, p in listed.items() if trial_state(sweep_dir / n) != "done"]
     jobs = [(t, _command(sweep, sweep_dir, t, trial_state(sweep_dir / t.name))) for t in unfinished]
     failed += _run_all(jobs, sweep_dir, env, parallel, console)
-    study, space = bayes.study(sweep, sweep_dir, listed)
-    while len(listed) < total:
-        batch = bayes.ask(sweep, study, space, len(listed), min(parallel, total - len(listed)))
+    study, space = bayes.study(sweep, sweep_dir, listed, storage, join)
+
+    def made() -> int:  # shared: every agent's trials count, running ones included
+        return len(study.trials) if storage else len(listed)
+
+    while made() < total:
+        first = -1 if storage else len(listed)
+        batch = bayes.ask(sweep, study, space, first, min(parallel, total - made()))
         claim(sweep_dir, sweep, [t for t, _ in batch])
         listed.update({t.name: t.params for t, _ in batch})
         jobs = [

@@ -1,0 +1,91 @@
+"""Where `edgekit lr-find`'s suggestion ranks among a 12-point log-spaced lr grid, each point trained fully.
+
+    python bench/tune.py                          # lenet_2k, lenet_small_dw, mobilenet_tiny on digits
+    python bench/tune.py lenet_2k --parallel 2    # → bench/tune.md
+
+For each recipe: the range test's suggestion (steepest descent), then the recipe trained at that lr and
+at each of 12 grid lrs (1e-3 … 1, log-spaced) with everything else as shipped (seed 0). Ranked by val
+accuracy (test shown, not used); tied lrs share a rank. Goal: the suggestion within the best third of
+the grid (rank ≤ 4 of 13).
+Trials run through `edgekit sweep` (grid over `train.optimizer.lr`), `--parallel` at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from common import ROOT, cpu
+from rich.console import Console
+
+GRID = [float(f"{x:.3g}") for x in np.logspace(-3, 0, 12)]
+
+
+def rank_for(recipe: str, parallel: int, work: Path, console: Console) -> str:
+    import edgekit.train  # noqa: F401  (binds the registries the recipe is validated against)
+    from edgekit.orchestrate import sweep_run
+    from edgekit.recipe import load
+    from edgekit.train.lr_find import RangeParams, range_test
+
+    base = ROOT / "recipes" / f"{recipe}.yaml"
+    suggested = float(f"{range_test(load(base, ['train.device=cpu']), RangeParams()).steepest():.3g}")
+    sweep = {
+        "recipe": str(base),
+        "name": recipe,
+        "method": "grid",
+        "metric": {"name": "val_acc", "goal": "maximize"},
+        "parameters": {
+            "train.optimizer.lr": {"values": sorted({*GRID, suggested})},
+            "train.device": {"value": "cpu"},
+        },
+    }
+    path = work / f"{recipe}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    rows = sweep_run.run(path, work / "runs", Console(quiet=True), parallel=parallel)
+    by_lr = {r["train.optimizer.lr"]: r for r in rows}
+    ranked = sorted(by_lr, key=lambda lr: -by_lr[lr]["val_acc"])
+    # Ties share a rank (270 val images: many lrs score alike): 1 + the lrs strictly better.
+    rank = 1 + sum(by_lr[lr]["val_acc"] > by_lr[suggested]["val_acc"] for lr in by_lr)
+    best = ranked[0]
+    line = (
+        f"| `{recipe}` | {suggested:g} | {rank} of {len(ranked)} | {by_lr[suggested]['val_acc']:.2%} "
+        f"| {by_lr[suggested]['test_acc']:.2%} | {best:g} | {by_lr[best]['val_acc']:.2%} | "
+        f"{'yes' if rank <= len(ranked) // 3 else '**no**'} |"
+    )
+    console.print(line)
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*", default=["lenet_2k", "lenet_small_dw", "mobilenet_tiny"])
+    parser.add_argument("--parallel", type=int, default=2)
+    args = parser.parse_args()
+    console = Console()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmp:
+        rows = [rank_for(r, args.parallel, Path(tmp), console) for r in args.recipes]
+    lines = [
+        "# lr-find's suggestion against a trained lr grid",
+        "",
+        f"`python bench/tune.py {' '.join(args.recipes)}` — {time.strftime('%Y-%m-%d')}, {cpu()}, "
+        f"{(time.perf_counter() - started) / 60:.0f} min. Grid: {', '.join(f'{x:g}' for x in GRID)}; each lr "
+        "trained with the recipe's epochs, seed 0, digits; ranked by val accuracy (test shown, not used).",
+        "",
+        "| recipe | suggested lr | its rank by val | its val | its test | best grid lr | its val "
+        "| in the best third |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *rows,
+        "",
+    ]
+    (ROOT / "bench" / "tune.md").write_text("\n".join(lines))
+    console.print(json.dumps({"wrote": "bench/tune.md"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ never rerun. A fixed `sampler_seed` gives the same trials on the same results.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,49 @@ def tell(sweep: Sweep, s, asked, folder: Path) -> None:
         return
     value = (Run(folder).summary() or {}).get(sweep.file.metric.name)
     s.tell(asked, value) if value is not None else s.tell(asked, state=optuna.trial.TrialState.FAIL)
+
+
+def search(sweep: Sweep, runs_dir: Path, console, parallel: int, count, storage=None, join=False) -> list:
+    """Bayesian search on this machine: Optuna's TPE proposes `parallel` trials at a time from the
+    results of the finished ones, until `count` trials exist; a rerun finishes and reuses them."""
+    from edgekit.orchestrate import sweep_report
+    from edgekit.orchestrate.sweep_run import INDEX_FILE, _command, _env, _run_all, claim, trial_state
+
+    total = count or sweep.file.count
+    if total is None:
+        raise EdgekitError(f"{sweep.path}: method 'bayes' needs a number of trials: count: N, or --count N")
+    distributions(sweep)  # a parameter TPE cannot model fails before anything is written
+    sweep_dir = runs_dir / sweep.name
+    claim(sweep_dir, sweep, [])
+    listed = json.loads((sweep_dir / INDEX_FILE).read_text())["trials"]
+    env, failed = _env(parallel), []
+    console.print(
+        f"sweep [bold]{sweep.name}[/]: {total} trials (bayes: TPE, seed {sweep.file.sampler_seed}"
+        + (", hyperband" if sweep.file.early_terminate else "")
+        + f"), {len(listed)} already listed; {parallel} at a time → {sweep_dir}"
+    )
+    # Listed but unfinished trials (a killed sweep) run first, unwatched; then new ones, batch by batch.
+    unfinished = [Trial(n, p) for n, p in listed.items() if trial_state(sweep_dir / n) != "done"]
+    jobs = [(t, _command(sweep, sweep_dir, t, trial_state(sweep_dir / t.name))) for t in unfinished]
+    failed += _run_all(jobs, sweep_dir, env, parallel, console)
+    s, space = study(sweep, sweep_dir, listed, storage, join)
+
+    def made() -> int:  # shared: every agent's trials count, running ones included
+        return len(s.trials) if storage else len(listed)
+
+    while made() < total:
+        first = -1 if storage else len(listed)
+        batch = ask(sweep, s, space, first, min(parallel, total - made()))
+        claim(sweep_dir, sweep, [t for t, _ in batch])
+        listed.update({t.name: t.params for t, _ in batch})
+        jobs = [
+            (t, _command(sweep, sweep_dir, t, "new"), watcher(sweep, sweep_dir / t.name, asked))
+            for t, asked in batch
+        ]
+        failed += _run_all(jobs, sweep_dir, env, parallel, console)
+        for t, asked in batch:
+            tell(sweep, s, asked, sweep_dir / t.name)
+    found = sweep_report.write(sweep_dir, sweep, console)
+    if failed:
+        raise EdgekitError(f"{sweep_dir}: {len(failed)} of {total} trials failed; see {sweep_dir / 'logs'}")
+    return found

@@ -69,7 +69,9 @@ def local(
     join: bool = False,
 ) -> list:
     if sweep.file.method == "bayes":
-        return local_bayes(sweep, runs_dir, parallel, count, console, storage, join)
+        from edgekit.orchestrate import bayes
+
+        return bayes.search(sweep, runs_dir, console, parallel, count, storage, join)
     if sweep.file.early_terminate:
         raise EdgekitError(
             f"{sweep.path}: early_terminate works locally with method: bayes (or with --wandb); grid and "
@@ -93,59 +95,6 @@ def local(
     if failed:
         logs = ", ".join(str(sweep_dir / "logs" / f"{name}.log") for name in failed)
         raise EdgekitError(f"{sweep_dir}: {len(failed)} of {len(trials)} trials failed; see {logs}")
-    return found
-
-
-def local_bayes(
-    sweep: Sweep,
-    runs_dir: Path,
-    parallel: int,
-    count: int | None,
-    console: Console,
-    storage: str | None = None,
-    join: bool = False,
-) -> list:
-    """Bayesian search on this machine: Optuna's TPE proposes `parallel` trials at a time from the
-    results of the finished ones, until `count` trials exist; a rerun finishes and reuses them."""
-    from edgekit.orchestrate import bayes
-
-    total = count or sweep.file.count
-    if total is None:
-        raise EdgekitError(f"{sweep.path}: method 'bayes' needs a number of trials: count: N, or --count N")
-    bayes.distributions(sweep)  # a parameter TPE cannot model fails before anything is written
-    sweep_dir = runs_dir / sweep.name
-    claim(sweep_dir, sweep, [])
-    listed = json.loads((sweep_dir / INDEX_FILE).read_text())["trials"]
-    env, failed = _env(parallel), []
-    console.print(
-        f"sweep [bold]{sweep.name}[/]: {total} trials (bayes: TPE, seed {sweep.file.sampler_seed}"
-        + (", hyperband" if sweep.file.early_terminate else "")
-        + f"), {len(listed)} already listed; {parallel} at a time → {sweep_dir}"
-    )
-    # Listed but unfinished trials (a killed sweep) run first, unwatched; then new ones, batch by batch.
-    unfinished = [Trial(n, p) for n, p in listed.items() if trial_state(sweep_dir / n) != "done"]
-    jobs = [(t, _command(sweep, sweep_dir, t, trial_state(sweep_dir / t.name))) for t in unfinished]
-    failed += _run_all(jobs, sweep_dir, env, parallel, console)
-    study, space = bayes.study(sweep, sweep_dir, listed, storage, join)
-
-    def made() -> int:  # shared: every agent's trials count, running ones included
-        return len(study.trials) if storage else len(listed)
-
-    while made() < total:
-        first = -1 if storage else len(listed)
-        batch = bayes.ask(sweep, study, space, first, min(parallel, total - made()))
-        claim(sweep_dir, sweep, [t for t, _ in batch])
-        listed.update({t.name: t.params for t, _ in batch})
-        jobs = [
-            (t, _command(sweep, sweep_dir, t, "new"), bayes.watcher(sweep, sweep_dir / t.name, asked))
-            for t, asked in batch
-        ]
-        failed += _run_all(jobs, sweep_dir, env, parallel, console)
-        for t, asked in batch:
-            bayes.tell(sweep, study, asked, sweep_dir / t.name)
-    found = sweep_report.write(sweep_dir, sweep, console)
-    if failed:
-        raise EdgekitError(f"{sweep_dir}: {len(failed)} of {total} trials failed; see {sweep_dir / 'logs'}")
     return found
 
 

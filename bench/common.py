@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,13 +24,10 @@ def train(recipe: str, overrides: list[str], runs: Path) -> dict:
 
 
 def cpu() -> str:
-    """'AMD EPYC, 2 cores': the CPU every figure must name (machines differ by 2× and more)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    name = next(
-        (s.split(":", 1)[1].strip() for s in lines if s.startswith("model name")), platform.processor()
-    )
-    return f"{name or 'unknown'}, {os.cpu_count()} cores"
+    """'AMD EPYC, 2 cores': the CPU every figure must name, as `edgekit bench` names it."""
+    from edgekit.bench.machine import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def mean_std(values: list[float]) -> str:

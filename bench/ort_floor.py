@@ -32,7 +32,7 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from edgekit.bench import report  # noqa: E402
+from edgekit.bench import machine as host  # noqa: E402
 from edgekit.bench.run import identity_model, read_bundle  # noqa: E402
 from edgekit.runtimes import OrtSession, runtime  # noqa: E402
 from edgekit.timing import measure  # noqa: E402
@@ -164,11 +164,11 @@ def run(bundle_dir: Path, rounds: int, window_s: float) -> dict[str, Any]:
 
 def markdown(res: dict[str, Any]) -> str:
     wall, cpu, name = res["wall"], res["cpu"], res["bundle"]
-    machine = report.machine_info({}, 1)
+    machine = host.machine_info({}, 1)
     lines = [
         f"# onnxruntime per-call floor: {name} against a one-node Identity graph",
         "",
-        f"`python {report.command_line()}` — {time.strftime('%Y-%m-%d %H:%M')}",
+        f"`python {host.command_line()}` — {time.strftime('%Y-%m-%d %H:%M')}",
         "",
         f"- CPU: {machine['cpu']}, {machine['cores_usable']} usable cores; load average over the rounds "
         "{:.2f} min, {:.2f} median, {:.2f} max".format(*res["load"]),

@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from edgekit.data import Prepared, prepare
+from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import AugmentParams
 from edgekit.models import build_model
 from edgekit.recipe import Recipe, load
@@ -175,7 +175,7 @@ def run_naive(recipe: Recipe, epochs: int) -> Result:
     """The same model, split, augmentation, optimizer and loss, through a per-sample DataLoader."""
     started = time.perf_counter()
     d, t = recipe.data, recipe.train
-    data = prepare(d.dataset, recipe.options("data"), d.image_size, d.val_fraction, d.test_fraction)
+    data = prepare_for(recipe)
     torch.manual_seed(recipe.seed)
     train_set = PerSample(*data.train, naive_transforms(d.augment, data, train=True))
     val_set = PerSample(*data.val, naive_transforms(d.augment, data, train=False))

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 from edgekit import __version__
-from edgekit.bench import report
+from edgekit.bench import machine, report
 from edgekit.bench.run import bench, wilson
 from edgekit.errors import TRAIN_EXTRA, EdgekitError
 from edgekit.timing import measure
@@ -413,7 +413,7 @@ def test_results_name_the_gpu_nvidia_smi_reports(monkeypatch):
     line = "NVIDIA H200, 143771 MiB, 570.86.15, 9.0\n"
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi")
     monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 0, stdout=line))
-    assert report._gpus() == [
+    assert machine._gpus() == [
         {
             "name": "NVIDIA H200",
             "memory.total": "143771 MiB",
@@ -422,4 +422,4 @@ def test_results_name_the_gpu_nvidia_smi_reports(monkeypatch):
         }
     ]
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert report._gpus() == []  # no NVIDIA driver: none reported, nothing fails
+    assert machine._gpus() == []  # no NVIDIA driver: none reported, nothing fails

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from rich.markup import escape
 
-from edgekit.bench import report
+from edgekit.bench import machine, report
 from edgekit.bench.classes import per_class
 from edgekit.bundle_meta import META_FILE, BundleMeta
 from edgekit.errors import EdgekitError
@@ -90,7 +90,7 @@ def bench(
     timing = {"min_window_s": min_window_s, "windows": windows, "warmup": "one window", "batches": batches}
     results: dict[str, Any] = {
         "format": "edgekit-bench/1",
-        "command": report.command_line(),
+        "command": machine.command_line(),
         "machine": {},  # filled in at the end, when it can name the torch a torch runtime loaded
         "rows": [],
         "floor": [],
@@ -124,7 +124,7 @@ def bench(
         shape = tuple(bundle.meta.input.shape[1:])
         floors.setdefault(shape, []).append(_floor(shape, threads, batches, min_window_s, windows))
     results["floor"] = [_median_floor(measured) for measured in floors.values()]
-    results["machine"] = report.machine_info(timing, threads)
+    results["machine"] = machine.machine_info(timing, threads)
     for s in results["skipped"]:
         say(f"[yellow]skipped[/] {escape(s['bundle'])} {s['runtime']}: {escape(s['reason'])}")
     report.write(results, Path(out_dir), console)

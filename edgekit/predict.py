@@ -46,7 +46,8 @@ class Predictor:
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.ndim != 4 or pixels.shape[1] != self.channels:
             raise EdgekitError(f"images of shape {pixels.shape}: expected (N, {self.channels}, H, W) uint8")
-        pixels = np.stack([images.resize(p, self.size) for p in pixels])
+        if pixels.shape[2:] != (self.size, self.size):  # arrays from elsewhere; gather's are sized already
+            pixels = np.stack([images.resize(p, self.size) for p in pixels])
         x = ((pixels.astype(np.float32) / 255 - self.mean) / self.std).astype(self.session.dtype)
         return logits_over(self.session.run, x, self.fixed, BATCH)
 
@@ -72,7 +73,7 @@ def gather(sources: list[Path], predictor: Predictor) -> Inputs:
         if source.suffix == ".npy" and source.is_file():
             array = _npy(source, predictor.channels)
             names += [f"{source}[{i}]" for i in range(len(array))]
-            arrays += list(array)
+            arrays += [images.resize(a, predictor.size) for a in array]
             labels += [None] * len(array)
             continue
         files = _files(source)
@@ -84,7 +85,7 @@ def gather(sources: list[Path], predictor: Predictor) -> Inputs:
         labels += [_label(f, source, predictor.class_names) for f in files]
     if not names:
         raise EdgekitError("predict: no inputs given; name image files, folders or .npy files")
-    pixels = np.stack([images.resize(a, predictor.size) for a in arrays])  # .npy arrays: resized here
+    pixels = np.stack(arrays)  # each resized once, as it was read
     return Inputs(names, pixels, labels, converted)
 
 

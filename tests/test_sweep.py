@@ -193,7 +193,7 @@ def test_hyperband_stops_a_stalled_trial_keeps_the_learners_and_never_reruns_it(
     space = {
         "train.optimizer.lr": {"values": [0.2, 0.0000001]},
         "train.epochs": {"value": 8},
-        "train.batch_size": {"value": 16},  # slow enough epochs for the pruner to act within the run
+        "train.batch_size": {"value": 8},  # epochs slow enough (~0.5 s) for the 0.5 s polls to act in time
         "model.channels": {"value": [4, 8]},
     }
     stop = {"type": "hyperband", "min_iter": 1, "eta": 2, "max_iter": 2}
@@ -221,7 +221,8 @@ def test_two_agents_share_one_study_through_a_sqlite_file(tmp_path):
     split the trials between them instead of each running the whole sweep."""
     import optuna
 
-    space = {"train.optimizer.lr": {"values": [0.05, 0.1, 0.2, 0.3]}, "train.epochs": {"value": 1}}
+    # 3 epochs a trial: the first agent is still busy when the second has started and joined.
+    space = {"train.optimizer.lr": {"values": [0.05, 0.1, 0.2, 0.3]}, "train.epochs": {"value": 3}}
     path = _sweep_file(tmp_path, method="bayes", count=4, parameters=space)
     url = f"sqlite:///{tmp_path / 'study.db'}"
 

@@ -165,7 +165,10 @@ def sweep(
         bool, typer.Option("--rank-on-test", help="Allow a test_* metric to rank the trials (says so).")
     ] = False,
     storage: Annotated[
-        str | None, typer.Option(help="bayes: keep the study in this Optuna database (sqlite:///x.db, …).")
+        str | None,
+        typer.Option(
+            help="bayes: keep the study in this Optuna database (sqlite:///x.db, …); 'sqlite': the sweep folder's study.db.",
+        ),
     ] = None,
     join_study: Annotated[
         bool, typer.Option("--join-study", help="bayes: join the study already in --storage (another agent).")

@@ -262,6 +262,22 @@ def test_two_agents_share_one_study_through_a_sqlite_file(tmp_path):
     )
 
 
+def test_storage_sqlite_keeps_the_study_in_the_sweep_folder(tmp_path):
+    """`--storage sqlite`: the bayes study is a SQLite file in the sweep folder, and a rerun finds it
+    there and runs no trial again."""
+    import optuna
+
+    path = _sweep_file(tmp_path, method="bayes", count=2)
+    args = ["sweep", str(path), "--storage", "sqlite", "--runs-dir", str(tmp_path / "runs")]
+    assert runner.invoke(app, args).exit_code == 0
+    db = tmp_path / "runs" / "s" / "study.db"
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{db}").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert len(optuna.load_study(study_name="s", storage=f"sqlite:///{db}").trials) == 2
+
+
 def test_early_terminate_needs_bayes_locally(tmp_path):
     path = _sweep_file(tmp_path, early_terminate={"type": "hyperband", "min_iter": 1})
     result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])

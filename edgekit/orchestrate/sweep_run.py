@@ -23,6 +23,7 @@ from edgekit.recipe import load
 from edgekit.runs import DONE, Run, write_json
 
 INDEX_FILE = "sweep.json"
+STUDY_FILE = "study.db"  # `--storage sqlite`: the bayes study's SQLite file in the sweep folder
 POLL_S = 0.5  # how often a pruner looks at a running trial's metrics.csv
 
 
@@ -55,6 +56,9 @@ def run(
         raise EdgekitError(f"--storage/--join-study: for method bayes; {path} uses {sweep.file.method}")
     if join_study and not storage:
         raise EdgekitError("--join-study: name the shared study's database with --storage URL")
+    if storage == "sqlite":
+        storage = f"sqlite:///{(runs_dir / sweep.name / STUDY_FILE).resolve()}"
+        (runs_dir / sweep.name).mkdir(parents=True, exist_ok=True)
     return local(sweep, runs_dir, parallel, count, console, storage, join_study)
 
 

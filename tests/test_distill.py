@@ -171,6 +171,9 @@ def test_kd_run_end_to_end_keeps_the_teacher_frozen(tmp_path, teacher_run):
     summary = json.loads((tmp_path / "runs" / "lenet_2k_kd" / "summary.json").read_text())
     assert summary["distill"]["method"] == "dkd"
     assert summary["distill"]["teacher_val_acc"][0] > 0.5
+    # The teacher scored on the student's test images: its own run's test accuracy, same split and weights.
+    teacher_summary = json.loads((teacher_run / "summary.json").read_text())
+    assert summary["distill"]["teacher_test_acc"] == pytest.approx(teacher_summary["test_acc"], abs=1e-6)
     assert summary["test_acc"] > 0.3  # 3 epochs: far above chance (0.1), not yet converged
     assert hashlib.sha256((teacher_run / "best.pt").read_bytes()).hexdigest() == digest
     after = load_checkpoint(teacher_run / "best.pt")["model"]

@@ -46,6 +46,9 @@ def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, row
             *test, batch_size=EVAL_BATCH, mean=state.meta["mean"], std=state.meta["std"], device=state.device
         )
         result = evaluate(state, loader, model)
+        if "distill" in summary:  # the teacher (ensemble) on the same test images: the gap KD works on
+            teacher = evaluate(state, loader, state.objective.teacher)["acc"]
+            summary["distill"] = {**summary["distill"], "teacher_test_acc": teacher}
         best_row = next((r for r in rows if r["epoch"] == state.best_epoch), None)
         summary.update(
             test_acc=result["acc"],

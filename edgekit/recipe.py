@@ -100,6 +100,7 @@ class TrainSection(Strict):
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 
 class TrackSection(Strict):

@@ -2,7 +2,9 @@
 
 torchrun describes the job in environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
 Every rank holds the whole (small) dataset on its device and trains on its shard of each epoch; DDP
-averages gradients, so all ranks keep identical weights and evaluate identically. Only rank 0 writes.
+averages gradients, so all ranks keep identical weights. Their BatchNorm statistics are their own (unless
+`train.sync_bn`), so their val figures may differ: every decision taken from them is rank 0's, broadcast
+(`from_main`). Only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from edgekit.errors import EdgekitError
+
+
+def launched() -> bool:
+    """Started by torchrun (which sets WORLD_SIZE), even with one process: `--nproc_per_node 1` is a DDP
+    run of one, the smallest run that exercises the process group (NCCL on a one-GPU machine)."""
+    return "WORLD_SIZE" in os.environ
 
 
 def world_size() -> int:
@@ -29,7 +39,7 @@ def is_main() -> bool:
 
 def setup(device_name: str) -> torch.device | None:
     """Join torchrun's process group; this rank's device, or None when not launched by torchrun."""
-    if world_size() == 1:
+    if not launched():
         return None
     cuda = torch.cuda.is_available() and device_name != "cpu"
     if not dist.is_initialized():
@@ -53,6 +63,19 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module | None:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """`train.sync_bn`: BatchNorm → SyncBatchNorm, so that every rank normalizes with the statistics of the
+    global batch (and all ranks keep the same running statistics); nothing to do without a process group."""
+    if not dist.is_initialized():
+        return model
+    if device.type != "cuda":  # torch's SyncBatchNorm raises on CPU tensors at the first training step
+        raise EdgekitError(
+            f"train.sync_bn = true: SyncBatchNorm runs on CUDA devices only, this run is on {device.type}; "
+            "set train.sync_bn=false"
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def total(value: torch.Tensor) -> torch.Tensor:

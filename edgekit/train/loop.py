@@ -185,7 +185,9 @@ def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
         stats = train_epoch(s)
         val = evaluate(s, s.val)
         s.epoch += 1
-        value = val["acc"] if s.monitor == "val_acc" else val["loss"]
+        # Rank 0's figure on every rank: BatchNorm statistics differ per rank, so val can too, and a rank
+        # that lowered its lr, kept another best epoch or stopped alone would diverge or hang the others.
+        value = ddp.from_main(val["acc"] if s.monitor == "val_acc" else val["loss"])
         s.schedule.after_epoch(value)
         elapsed = time.perf_counter() - started
         tracker.log(

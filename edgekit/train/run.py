@@ -138,6 +138,7 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
     cuda = device.type == "cuda"
     channels_last = cuda and t.channels_last  # on CPU, channels_last slows these small convolutions
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model = ddp.sync_batchnorm(model, device) if t.sync_bn else model
     generator = torch.Generator().manual_seed(recipe.seed)  # the loader draws on CPU, moves to device
     world = ddp.world_size()
     if t.batch_size < world:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import ort_providers
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 from edgekit.runs import BEST_FILE
@@ -66,7 +67,7 @@ class OrtSession:
     (The IOBinding table above was taken with the arena on and the public call.)
     """
 
-    def __init__(self, model: Path | bytes, providers: list[str], threads: int | None):
+    def __init__(self, model: Path | bytes, providers: list[Any], threads: int | None):
         import onnxruntime as ort
 
         source = str(model) if isinstance(model, Path) else model
@@ -139,24 +140,30 @@ class OrtSession:
 
 
 class OrtRuntime:
-    """onnxruntime with one execution provider (CPU as the fallback for unsupported nodes)."""
+    """onnxruntime with one execution provider and its fallbacks (`edgekit.ort_providers`: TensorRT → CUDA →
+    CPU), with the provider's options for the variant (TensorRT: engine cache, precision, shape profile)."""
 
     variants = None  # every variant of the bundle
 
     def __init__(self, provider: str):
         self.provider = provider
+        self.install = ort_providers.INSTALL.get(provider)  # what to install when the provider is missing
 
     def available(self, bundle: Any = None) -> tuple[bool, str]:
         import onnxruntime as ort
 
         have = ort.get_available_providers()
         if self.provider not in have:
-            return False, f"onnxruntime {ort.__version__} has no {self.provider} (it has {', '.join(have)})"
+            missing = f"onnxruntime {ort.__version__} has no {self.provider} (it has {', '.join(have)})"
+            return False, f"{missing}; {self.install}" if self.install else missing
         return True, ""
 
     def load(self, bundle: Any, variant: str, threads: int | None) -> OrtSession:
         file = self.file(bundle, variant)
-        providers = list(dict.fromkeys([self.provider, "CPUExecutionProvider"]))
+        refused = ort_providers.refusal(self.provider, bundle, variant, file)
+        if refused:  # said before the provider spends minutes failing on it
+            raise RuntimeUnavailable(refused)
+        providers = ort_providers.providers_for(self.provider, bundle.meta, variant)
         session = OrtSession(file, providers, threads)
         if session.providers[0] != self.provider:  # onnxruntime falls back to CPU with only a log line
             raise RuntimeUnavailable(f"{file}: onnxruntime could not start {self.provider}")
@@ -238,9 +245,9 @@ class TorchRuntime:
     __call__ = load
 
 
-RUNTIMES.register("ort-cpu")(OrtRuntime("CPUExecutionProvider"))
-RUNTIMES.register("ort-cuda")(OrtRuntime("CUDAExecutionProvider"))
-RUNTIMES.register("ort-trt")(OrtRuntime("TensorrtExecutionProvider"))
+RUNTIMES.register("ort-cpu")(OrtRuntime(ort_providers.CPU))
+RUNTIMES.register("ort-cuda")(OrtRuntime(ort_providers.CUDA))
+RUNTIMES.register("ort-trt")(OrtRuntime(ort_providers.TRT))
 RUNTIMES.register("torch-cpu")(TorchRuntime("cpu"))
 RUNTIMES.register("torch-cuda")(TorchRuntime("cuda"))
 

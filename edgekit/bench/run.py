@@ -86,6 +86,10 @@ def bench(
         raise EdgekitError(f"{out_dir}: exists and is not a folder; choose another --out")
     names = list(dict.fromkeys(runtimes or RUNTIMES.names()))
     chosen = {name: runtime(name) for name in names}  # unknown names fail here, before any work
+    for name, rt in chosen.items() if runtimes else ():  # named on purpose: a missing install is an error
+        ok, reason = rt.available()
+        if not ok and getattr(rt, "install", None):  # onnxruntime's GPU providers: what to install is known
+            raise EdgekitError(f"--runtime {name}: {reason}")
     loaded = [read_bundle(p) for p in (bundles or find_bundles(Path(export_root)))]
     timing = {"min_window_s": min_window_s, "windows": windows, "warmup": "one window", "batches": batches}
     results: dict[str, Any] = {

@@ -238,6 +238,9 @@ def quantize(
     per_tensor: Annotated[
         bool | None, typer.Option("--per-tensor", help="Per-tensor weights (depthwise stay per-channel).")
     ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="int8 for: cpu (default; variant int8) or trt (TensorRT; int8-trt).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing variant file.")] = False,
 ):
     """Add an int8 or fp16 variant to a bundle: edgekit quantize export/lenet_2k --int8"""
@@ -247,7 +250,7 @@ def quantize(
     kinds += [kind] if kind else []
     if len(kinds) != 1:
         raise typer.BadParameter("choose one of --int8, --fp16, --dynamic, --kind NAME")
-    options = {"calib": calib, "method": method, "max_drop": max_drop, "format": format}
+    options = {"calib": calib, "method": method, "max_drop": max_drop, "format": format, "target": target}
     options["per_channel"] = None if per_tensor is None else not per_tensor
     quantize_bundle(bundle, kinds[0], force=force, console=console, **options)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -22,9 +24,11 @@ from edgekit.bundle_meta import CALIB_FILE
 from edgekit.cli import app
 from edgekit.data import prepare
 from edgekit.export.write import export_run
+from edgekit.ort_providers import trt_int8_problem
 from edgekit.quantize.int8 import pre_process
 from edgekit.quantize.lean import make_lean
 from edgekit.quantize.quantize import Job, quantize_bundle
+from edgekit.runtimes import RuntimeUnavailable, runtime
 
 runner = CliRunner()
 FAST = {"timing_repeat": 1}  # one timing round: the tests check behaviour, never speed
@@ -282,6 +286,12 @@ def test_existing_variant_is_kept_unless_forced(bundles, tmp_path, untimed):
         (["--fp16", "--calib", "5"], "--calib: not an option of --fp16 (only --int8 takes it)"),
         (["--int8", "--method", "minmx"], "unknown calibration method 'minmx' (did you mean 'minmax'?)"),
         (["--int8", "--format", "u8"], "unknown int8 format 'u8' (did you mean 'u8s8'?)"),
+        (["--int8", "--target", "trx"], "unknown int8 target 'trx' (did you mean 'trt'?)"),
+        (
+            ["--int8", "--target", "trt", "--format", "u8s8"],
+            "u8s8 is not for --target trt, which takes auto, s8s8-symmetric",
+        ),
+        (["--fp16", "--target", "trt"], "--target: not an option of --fp16 (only --int8 takes it)"),
         (["--int8", "--max-drop", "-1"], "--max-drop -1.0: Input should be greater than or equal to 0"),
         (["--kind", "fp61"], "unknown quantization 'fp61' (did you mean 'fp16'?)"),
     ],
@@ -329,3 +339,41 @@ def test_fixed_batch_bundle(bundles, tmp_path):
     assert report["agreement"] >= 0.95 and report["speed"]["batch"] == 4
     session = ort.InferenceSession(str(bundle / "model.int8.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": load_eval(bundle)[0][:4]})[0].shape == (4, 10)
+
+
+def test_target_trt_is_signed_symmetric_qdq_beside_the_cpu_int8(bundles, tmp_path, untimed):
+    """What TensorRT builds (explicit quantization): QDQ, int8 (not uint8), every zero point 0."""
+    bundle = copy(bundles["lenet"], tmp_path)
+    result = runner.invoke(app, ["quantize", str(bundle), "--int8", "--target", "trt"])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(bundle / "model.int8-trt.onnx"))
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]  # + weights
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    quantize_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert all(len(n.input) == 3 and inits[n.input[2]].dtype == np.int8 for n in quantize_nodes)
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type.endswith("QuantizeLinear")]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    weights = [
+        inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    ]
+    assert weights and all(w.dtype == np.int8 for w in weights)
+    assert trt_int8_problem(model) is None
+
+    meta, _ = read_bundle(bundle)
+    variant = meta.variants["int8-trt"]
+    assert variant.dtype == "int8" and variant.target == "trt" and variant.format == "s8s8-symmetric"
+    assert "int8" not in meta.variants  # the CPU int8 is its own variant, untouched
+    x, y = load_eval(bundle)
+    fp32, trt = top1(bundle / "model.onnx", x), top1(bundle / "model.int8-trt.onnx", x)  # onnxruntime CPU
+    assert (trt == fp32).mean() >= 0.95 and abs((trt == y).mean() - (fp32 == y).mean()) <= 0.02
+
+
+def test_a_cpu_int8_variant_is_refused_on_tensorrt_with_the_fix(bundles, tmp_path, untimed):
+    bundle = copy(bundles["lenet"], tmp_path)
+    quantize_bundle(bundle, "int8", format="u8s8", **FAST)  # unsigned activations, as picked on AVX2
+    meta, _ = read_bundle(bundle)
+    assert meta.variants["int8"].target == "cpu"
+    target = SimpleNamespace(path=bundle, meta=meta)
+    with pytest.raises(RuntimeUnavailable, match=r"uint8 zero point.*--int8 --target trt"):
+        runtime("ort-trt").load(target, "int8", threads=1)

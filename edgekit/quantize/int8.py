@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from edgekit.bundle import load_calib
 from edgekit.errors import EdgekitError, unknown
@@ -25,6 +25,7 @@ from edgekit.registry import Registry
 
 METHODS = Registry("calibration method")
 FORMATS = Registry("int8 format")
+TARGETS = Registry("int8 target")
 
 
 class Int8Params(BaseModel):
@@ -35,8 +36,14 @@ class Int8Params(BaseModel):
     calib: int | None = Field(None, ge=1)  # calibration images; None: all of calib.npz
     method: str = "minmax"
     max_drop: float = Field(1.0, ge=0)  # accuracy points on eval.npz
-    format: str = "auto"  # "auto": every registered format, the fastest that fits is kept
+    target: str = "cpu"  # the runtime the int8 model is for: it decides the formats tried and the variant
+    format: str = "auto"  # "auto": every format of the target, the fastest here that fits is kept
     per_channel: bool = True
+
+    @property
+    def variant(self) -> str:
+        """The bundle variant this quantization writes (one per target, so they live side by side)."""
+        return TARGETS.get(self.target).fn.variant
 
     @field_validator("method")
     @classmethod
@@ -45,11 +52,24 @@ class Int8Params(BaseModel):
             raise ValueError(str(unknown("calibration method", value, METHODS.names())))
         return value
 
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        if value not in TARGETS:
+            raise ValueError(str(unknown("int8 target", value, TARGETS.names())))
+        return value
+
     @field_validator("format")
     @classmethod
-    def _known_format(cls, value: str) -> str:
+    def _format_of_target(cls, value: str, info: ValidationInfo) -> str:
         if value != "auto" and value not in FORMATS:
             raise ValueError(str(unknown("int8 format", value, ["auto", *FORMATS.names()])))
+        target = info.data.get("target")  # absent when the target itself was refused
+        formats = TARGETS.get(target).fn.formats if target else ()
+        if value != "auto" and target and value not in formats:
+            raise ValueError(
+                f"{value} is not for --target {target}, which takes {', '.join(['auto', *formats])}"
+            )
         return value
 
 
@@ -59,6 +79,7 @@ class Format:
 
     activations: str  # onnxruntime QuantType name
     reduce_range: bool  # 7-bit weights: avoids int16 saturation of u8×s8 products on AVX2 without VNNI
+    symmetric: bool = False  # zero points all 0, activations too (TensorRT takes nothing else)
 
     def options(self) -> dict[str, Any]:
         from onnxruntime.quantization import QuantType
@@ -69,10 +90,27 @@ class Format:
             "reduce_range": self.reduce_range,
         }
 
+    def extra(self) -> dict[str, Any]:
+        """onnxruntime `extra_options` this format adds."""
+        return {"ActivationSymmetric": True, "WeightSymmetric": True} if self.symmetric else {}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a runtime can take: the formats `--format auto` tries, and the variant the result becomes."""
+
+    formats: tuple[str, ...]
+    variant: str
+
 
 FORMATS.register("s8s8")(Format("QInt8", False))
 FORMATS.register("u8s8")(Format("QUInt8", False))
 FORMATS.register("u8s8-7bit")(Format("QUInt8", True))
+FORMATS.register("s8s8-symmetric")(Format("QInt8", False, symmetric=True))
+# CPU: whichever is fastest on this host (u8s8 on AVX2, s8s8 with VNNI). TensorRT: signed, symmetric QDQ
+# (explicit quantization) only; it becomes `int8-trt`, beside the CPU `int8`.
+TARGETS.register("cpu")(Target(("s8s8", "u8s8", "u8s8-7bit"), "int8"))
+TARGETS.register("trt")(Target(("s8s8-symmetric",), "int8-trt"))
 for _method in ("MinMax", "Entropy", "Percentile"):
     METHODS.register(_method.lower())(_method)  # onnxruntime CalibrationMethod member names
 
@@ -163,7 +201,7 @@ class Quantizer:
                 nodes_to_exclude=list(exclude),
                 calibrate_method=self.method,
                 calibration_cache_path=str(self.cache),
-                extra_options=self.extra,
+                extra_options={**self.extra, **FORMATS.get(fmt).fn.extra()},
                 **FORMATS.get(fmt).fn.options(),
             )
         return out
@@ -203,7 +241,7 @@ def depthwise_weights(graph: onnx.GraphProto) -> dict[str, str]:
 def choose(job: Any, params: Int8Params, timing_repeat: int) -> tuple[Candidate, list[Candidate], Quantizer]:
     """Quantize in each candidate format within --max-drop, time those that fit; the fastest wins."""
     quantizer = Quantizer(job, params)
-    formats = FORMATS.names() if params.format == "auto" else [params.format]
+    formats = TARGETS.get(params.target).fn.formats if params.format == "auto" else [params.format]
     candidates = [_fit(job, quantizer, fmt, params.max_drop) for fmt in formats]
     fitting = [c for c in candidates if c.fits(params.max_drop) and _quantized(c.file)]
     if not fitting:

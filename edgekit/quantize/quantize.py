@@ -78,6 +78,7 @@ def _int8(job: Job, params: int8.Int8Params, timing_repeat: int) -> tuple[onnx.M
     return onnx.load(str(best.file)), {
         "how": f"{best.format} QDQ, {weights} weights, {params.method} calibration on {calib} train images",
         "format": best.format,
+        "target": params.target,
         "quant_format": "QDQ",
         "weights": weights,
         "depthwise": {"nodes": list(quantizer.depthwise), "weights": depthwise},
@@ -143,6 +144,8 @@ def quantize_bundle(
     params = _params(entry, options)
     meta, paths = read_bundle(path)
     name, file, dtype = VARIANTS[kind]
+    if hasattr(params, "variant"):  # a kind whose options choose the variant (int8 --target trt: int8-trt)
+        name, file = params.variant, f"model.{params.variant}.onnx"
     out = Path(path) / file
     if (out.exists() or name in meta.variants) and not force:
         raise EdgekitError(f"{out}: already exists; pass --force to replace it")

@@ -12,6 +12,21 @@ def _isolated(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where torch sees a GPU (`pytest -m cuda` on one: bench/gpu_check.sh)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    try:
+        import torch
+
+        reason = None if torch.cuda.is_available() else "no CUDA device here"
+    except ImportError:
+        reason = "torch is not installed"
+    for item in marked if reason else ():
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def train_tiny(root, name: str, model: dict, epochs: int = 1, batch_size: int = 64):
     """Train `model` (arch + options) on digits into root/runs/<name>/, quietly, without wandb; the run."""
     import io

@@ -26,7 +26,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import ROOT, cpu, train
@@ -60,7 +60,7 @@ class Bench:
     seeds: list[int]
     per_split: bool  # True: each seed is also the split seed, with a teacher per split
     teacher: str = "fashion/teacher"
-    extra: list[str] = field(default_factory=list)
+    members: int = 3  # the teacher is an ensemble of this many runs (seeds 0, 1, …): logits averaged
 
     def seed_overrides(self, seed: int) -> list[str]:
         return [f"seed={seed}", *([f"data.split_seed={seed}"] if self.per_split else [])]
@@ -98,20 +98,34 @@ class Cache:
             self.done[key] = summary
         s = self.done[key]
         self.console.print(
-            f"{recipe} {' '.join(overrides)} → val {s['val_acc']:.2%} test {s['test_acc']:.2%}"
+            f"{recipe} {' '.join(overrides)} → val {s['val_acc']:.2%} test {s['test_acc']:.2%}",
+            markup=False,  # overrides hold brackets (lists), which are rich markup
         )
         return s
 
 
-def teachers(bench: Bench, cache: Cache, common: list[str]) -> dict[int, dict]:
-    """seed → the teacher's summary: one for every seed, or one per split."""
+def teachers(bench: Bench, cache: Cache, common: list[str]) -> dict[int, list[dict]]:
+    """seed → the summaries of the teacher ensemble's members: one ensemble for all seeds, or one per
+    split."""
+
+    def ensemble(split: list[str]) -> list[dict]:
+        return [
+            cache.train(bench.teacher, [*bench.overrides, *split, f"seed={m}", *common])
+            for m in range(bench.members)
+        ]
+
     if not bench.per_split:
-        one = cache.train(bench.teacher, [*bench.overrides, *common])
-        return dict.fromkeys(bench.seeds, one)
-    return {
-        s: cache.train(bench.teacher, [*bench.overrides, f"data.split_seed={s}", *common])
-        for s in bench.seeds
-    }
+        return dict.fromkeys(bench.seeds, ensemble([]))
+    return {s: ensemble([f"data.split_seed={s}"]) for s in bench.seeds}
+
+
+def distilled(members: list[dict], method: str) -> list[str]:
+    return [f"distill.teacher=[{', '.join(m['run'] for m in members)}]", *METHODS[method]]
+
+
+def as_teacher(kd: dict, members: list[dict]) -> dict:
+    """The ensemble as one teacher: its test accuracy as the student's run scored it on the same images."""
+    return {"test_acc": kd["distill"]["teacher_test_acc"], "members": members, "params": members[0]["params"]}
 
 
 def ladder(bench: Bench, rungs: list[str], method: str, cache: Cache, common: list[str]) -> list[dict]:
@@ -123,9 +137,8 @@ def ladder(bench: Bench, rungs: list[str], method: str, cache: Cache, common: li
         for seed in bench.seeds:
             base = [*bench.overrides, *bench.seed_overrides(seed), *common]
             row["alone"].append(cache.train(f"fashion/{rung}", base))
-            kd = [*base, f"distill.teacher={tutors[seed]['run']}", *METHODS[method]]
-            row["kd"].append(cache.train(f"fashion/{rung}", kd))
-            row["teacher"].append(tutors[seed])
+            row["kd"].append(cache.train(f"fashion/{rung}", [*base, *distilled(tutors[seed], method)]))
+            row["teacher"].append(as_teacher(row["kd"][-1], tutors[seed]))
         rows.append(row)
     return rows
 
@@ -140,11 +153,7 @@ def choose_method(bench: Bench, methods: list[str], cache: Cache, common: list[s
         runs = []
         for seed in bench.seeds:
             base = [*bench.overrides, *bench.seed_overrides(seed), *common]
-            runs.append(
-                cache.train(
-                    "fashion/r2k", [*base, f"distill.teacher={tutors[seed]['run']}", *METHODS[method]]
-                )
-            )
+            runs.append(cache.train("fashion/r2k", [*base, *distilled(tutors[seed], method)]))
         study.append({"method": method, "runs": runs, "val": statistics.mean(r["val_acc"] for r in runs)})
     return max(study, key=lambda s: s["val"])["method"], study
 

@@ -62,14 +62,17 @@ def _pct(x: float) -> str:
 
 def bench_section(result: dict) -> list[str]:
     bench, rows = result["bench"], [rung_stats(r) for r in result["rows"]]
-    teachers = {r["run"]: r for row in result["rows"] for r in row["teacher"]}.values()
+    members = {m["run"]: m for row in result["rows"] for t in row["teacher"] for m in t["members"]}.values()
+    ensembles = [t["test_acc"] for t in result["rows"][0]["teacher"]]
+    ensembles = ensembles if bench.per_split else ensembles[:1]
     lines = [
         f"## {bench.title}",
         "",
         f"Seeds: {', '.join(map(str, bench.seeds))}"
         + (" (each its own split and teacher)." if bench.per_split else " (one split, one teacher)."),
-        f"Teacher `{bench.teacher}`: {next(iter(teachers))['params']:,} params, "
-        f"test {ms(_test(list(teachers)))}.",
+        f"Teacher: an ensemble of {bench.members} `{bench.teacher}` runs (seeds 0–{bench.members - 1}, "
+        f"logits averaged), {next(iter(members))['params']:,} params each; members' test "
+        f"{ms(_test(list(members)))}, the ensemble's test {ms(ensembles)}.",
         "",
     ]
     if result["study"]:
@@ -130,7 +133,7 @@ def train_minutes(results: list[dict]) -> float:
     runs = {}
     for result in results:
         for row in result["rows"]:
-            for r in row["alone"] + row["kd"] + row["teacher"]:
+            for r in row["alone"] + row["kd"] + [m for t in row["teacher"] for m in t["members"]]:
                 runs[r["run"]] = r
         for s in result["study"]:
             for r in s["runs"]:

@@ -75,6 +75,21 @@ def test_an_assistant_teaches_the_student(tmp_path, monkeypatch):
     }
 
 
+def test_an_ensemble_of_teachers_teaches_the_student(tmp_path, monkeypatch):
+    """teacher.members: 2 → two teacher runs with seeds 0 and 1, and the student distils from both."""
+    monkeypatch.chdir(tmp_path)
+    teacher = {"recipe": str(RECIPES / "lenet_small.yaml"), "overrides": ["train.epochs=2"], "members": 2}
+    path = _write(tmp_path, teacher=teacher, prune=None, quantize=None)
+    result = runner.invoke(app, ["pipeline", str(path)])
+    assert result.exit_code == 0, result.output
+    runs = tmp_path / "runs" / "mini"
+    assert sorted(p.name for p in runs.iterdir()) == ["student", "teacher", "teacher_seed1"]
+    members = ("teacher", "teacher_seed1")
+    assert [yaml.safe_load((runs / t / "recipe.yaml").read_text())["seed"] for t in members] == [0, 1]
+    student = json.loads((runs / "student" / "summary.json").read_text())
+    assert student["distill"]["teachers"] == [str(runs / t / "best.pt") for t in members]
+
+
 def test_an_interrupted_pipeline_resumes_the_run_it_stopped_in(tmp_path, monkeypatch):
     path = _write(tmp_path, prune=None, quantize=None)
     real, calls = loop.train_epoch, {"n": 0}

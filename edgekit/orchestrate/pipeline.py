@@ -31,6 +31,12 @@ class TrainStage(_Strict):
     overrides: list[str] = Field(default_factory=list)
 
 
+class TeacherStage(TrainStage):
+    # An ensemble of this many runs of the recipe (seeds 0, 1, …) whose averaged logits teach: on small
+    # data steadier and stronger than one run (bench/frontier.md). Their folders: teacher, teacher_seed1, …
+    members: int = Field(1, ge=1)
+
+
 class PruneStage(_Strict):
     macs: float | None = 0.5
     params: float | None = None
@@ -56,7 +62,7 @@ class BenchStage(_Strict):
 
 class PipelineFile(_Strict):
     name: str | None = None
-    teacher: TrainStage
+    teacher: TeacherStage
     # A teacher assistant (Mirzadeh et al., AAAI 2020): a mid-sized model distilled from the teacher
     # that then teaches the student, bridging a capacity gap too wide for the student to follow.
     assistant: TrainStage | None = None
@@ -98,11 +104,15 @@ def run_pipeline(path: Path, runs: Path, exports: Path, bench: Path, console: Co
     name = spec.name or Path(path).stem
     at = Where(Path(path), name, runs / name, exports / name, bench / name, console)
     _check_stage_options(spec)
-    teacher = _train(at, "teacher", spec.teacher, [])
-    tutor = teacher  # who teaches the student: the teacher, or the assistant it taught
+    members = spec.teacher.members
+    teachers = [
+        _train(at, f"teacher_seed{m}" if m else "teacher", spec.teacher, [f"seed={m}"] if members > 1 else [])
+        for m in range(members)
+    ]
+    teacher, tutors = teachers[0], teachers  # who teaches the student: the teachers, or their assistant
     if spec.assistant:
-        tutor = _train(at, "assistant", spec.assistant, [f"distill.teacher={teacher.resolve()}"])
-    student = _train(at, "student", spec.student, [f"distill.teacher={tutor.resolve()}"])
+        tutors = [_train(at, "assistant", spec.assistant, [_taught_by(teachers)])]
+    student = _train(at, "student", spec.student, [_taught_by(tutors)])
     final = _prune(at, spec.prune, student) if spec.prune else student
     bundles = [_export(at, run) for run in dict.fromkeys([teacher, student, final])]
     if spec.quantize:
@@ -112,6 +122,10 @@ def run_pipeline(path: Path, runs: Path, exports: Path, bench: Path, console: Co
     b = spec.bench
     _say(at, "bench", f"{', '.join(p.name for p in bundles)} → {at.bench}")
     return measure(bundles, b.runtimes, b.threads, b.batch, at.bench, console=console)
+
+
+def _taught_by(runs: list[Path]) -> str:
+    return f"distill.teacher=[{', '.join(str(r.resolve()) for r in runs)}]"
 
 
 def _check_stage_options(spec: PipelineFile) -> None:
@@ -126,7 +140,7 @@ def _check_stage_options(spec: PipelineFile) -> None:
 
 def _say(at: Where, stage: str, text: str) -> None:
     at.console.rule(f"[bold]{at.name}: {stage}[/]")
-    at.console.print(text, highlight=False)
+    at.console.print(text, highlight=False, markup=False)  # commands hold brackets (lists)
 
 
 def _latest(folder: Path, name: str) -> Path | None:

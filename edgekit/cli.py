@@ -167,7 +167,8 @@ def sweep(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="bayes: keep the study in this Optuna database (sqlite:///x.db, …); 'sqlite': the sweep folder's study.db.",
+            help="bayes: keep the study in this Optuna database (sqlite:///x.db, …); "
+            "'sqlite': study.db in the sweep folder.",
         ),
     ] = None,
     join_study: Annotated[

@@ -1,0 +1,159 @@
+"""Grid against bayes + hyperband on one search space: the training epochs each spends to find the grid's
+best val accuracy.
+
+    python bench/tune_search.py             # Fashion-MNIST-1800, fashion/r2k → bench/tune_search.md
+    python bench/tune_search.py --quick     # smoke run: digits, a 4-point space, 4 epochs, temp folder
+
+The space is categorical (lr × weight decay × width), so a grid covers it; every trial is `fashion/r2k`
+shortened to `--epochs` with seed 0, through `edgekit sweep` one trial at a time (so the order of the
+trials and the epochs each ran are exact, and every trial of a point gives the same val accuracy). The
+grid trains every point to the end. Bayes (Optuna's TPE) with `early_terminate: hyperband` runs as many
+trials as the grid has points, once per sampler seed. Reached: the first trial after which the best
+finished trial's val accuracy is within one val image of the grid's best; its cost: the epochs all
+trials had run by then, pruned ones included. Goal: ≤ 50% of the grid's epochs, mean over 3 sampler seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from common import ROOT, cpu
+from rich.console import Console
+
+SPACE = {
+    "train.optimizer.lr": [0.02, 0.05, 0.1, 0.3],
+    "train.optimizer.weight_decay": [5e-5, 5e-4, 5e-3],
+    "model.width": [0.75, 1.0],
+}
+QUICK_SPACE = {"train.optimizer.lr": [0.01, 0.3], "model.width": [0.5, 1.0]}
+QUICK = {"data.dataset": "digits", "data.train_per_class": None}
+
+
+def sweep_file(work: Path, name: str, space: dict, fixed: dict, method: str, seed=0, epochs=0) -> Path:
+    """A sweep over `space` in wandb's format; bayes gets hyperband and as many trials as the grid."""
+    spec = {
+        "recipe": str(ROOT / "recipes" / "fashion" / "r2k.yaml"),
+        "name": name,
+        "method": method,
+        "metric": {"name": "val_acc", "goal": "maximize"},
+        "parameters": {k: {"values": v} for k, v in space.items()}
+        | {k: {"value": v} for k, v in fixed.items()},
+    }
+    if method == "bayes":
+        points = len(list(itertools.product(*space.values())))
+        min_iter = max(1, epochs // 10)
+        spec |= {
+            "count": points,
+            "sampler_seed": seed,
+            "early_terminate": {"type": "hyperband", "min_iter": min_iter, "eta": 3, "max_iter": epochs},
+        }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def trials(sweep_dir: Path) -> list[dict]:
+    """The sweep's trials in the order they ran: epochs run, final val (None when pruned)."""
+    from edgekit.orchestrate.bayes import curve
+    from edgekit.orchestrate.sweep import PRUNED_FILE
+    from edgekit.runs import Run
+
+    out = []
+    for folder in sorted(p for p in sweep_dir.iterdir() if (p / "recipe.yaml").is_file()):
+        ran = max(curve(folder, "val_acc"), default=0)
+        pruned = (folder / PRUNED_FILE).is_file()
+        val = None if pruned else (Run(folder).summary() or {}).get("val_acc")
+        out.append({"name": folder.name, "epochs": ran, "val": val, "pruned": pruned})
+    return out
+
+
+def reached(rows: list[dict], target: float) -> tuple[int | None, int]:
+    """(1-based trial after which the best finished val ≥ target, epochs spent up to it); (None, all)."""
+    spent, best = 0, 0.0
+    for i, r in enumerate(rows, 1):
+        spent += r["epochs"]
+        best = max(best, r["val"] or 0.0)
+        if best >= target:
+            return i, spent
+    return None, spent
+
+
+def run_sweep(path: Path, runs: Path) -> list[dict]:
+    import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
+    from edgekit.orchestrate import sweep_run
+
+    sweep_run.run(path, runs, Console(quiet=True), parallel=1)
+    return trials(runs / yaml.safe_load(path.read_text())["name"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=60, help="epochs of a trial run to the end")
+    parser.add_argument("--seeds", default="0,1,2", help="TPE sampler seeds")
+    parser.add_argument("--quick", action="store_true", help="smoke run (digits, 4 points, 4 epochs)")
+    args = parser.parse_args()
+    console = Console()
+    started = time.perf_counter()
+    space, epochs = (QUICK_SPACE, 4) if args.quick else (SPACE, args.epochs)
+    fixed = {"train.epochs": epochs, "train.device": "cpu", "seed": 0}
+    if args.quick:
+        fixed |= QUICK
+    work = Path(tempfile.mkdtemp(prefix="edgekit-tune-search-"))
+    grid = run_sweep(sweep_file(work, "grid", space, fixed, "grid"), work / "runs")
+    n_val = 270
+    grid_epochs, grid_best = sum(r["epochs"] for r in grid), max(r["val"] for r in grid)
+    target = grid_best - 1 / n_val + 1e-9
+    console.print(f"grid: {len(grid)} trials, {grid_epochs} epochs, best val {grid_best:.2%}")
+    rows = [
+        f"| grid | – | {len(grid)} (0) | {grid_epochs} | {grid_best:.2%} | {len(grid)} "
+        f"| {grid_epochs} | 100% |"
+    ]
+    fractions = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        path = sweep_file(work, f"bayes{seed}", space, fixed, "bayes", seed, epochs)
+        found = run_sweep(path, work / "runs")
+        at, spent = reached(found, target)
+        fractions.append(spent / grid_epochs if at else float("inf"))
+        best = max((r["val"] or 0.0) for r in found)
+        pruned = sum(r["pruned"] for r in found)
+        cells = [f"{at}", f"{spent}", f"{spent / grid_epochs:.0%}"] if at else ["not reached", "–", "–"]
+        line = (
+            f"| bayes + hyperband | {seed} | {len(found)} ({pruned}) | {sum(r['epochs'] for r in found)} "
+            f"| {best:.2%} | " + " | ".join(cells) + " |"
+        )
+        console.print(line, highlight=False)
+        rows.append(line)
+    mean = statistics.mean(fractions)
+    verdict = "met" if mean <= 0.5 else "**not met**"
+    points = " × ".join(f"{k} {v}" for k, v in space.items())
+    lines = [
+        "# Grid against bayes + hyperband: epochs to the grid's best val accuracy",
+        "",
+        f"`python bench/tune_search.py{' --quick' if args.quick else ''}` — {time.strftime('%Y-%m-%d')}, "
+        f"{cpu()}, {(time.perf_counter() - started) / 60:.0f} min. "
+        f"{'digits (quick)' if args.quick else 'Fashion-MNIST-1800'}, `fashion/r2k` at {epochs} epochs, "
+        f"seed 0, one trial at a time. Space: {points}. Hyperband: min_iter {max(1, epochs // 10)}, eta 3. "
+        f"Reached: best finished val within one val image (1/{n_val}) of the grid's best.",
+        "",
+        "| search | sampler seed | trials (pruned) | epochs run | best val | reached at trial "
+        "| epochs to reach | of the grid's epochs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+        f"Goal (≤ 50% of the grid's epochs, mean over sampler seeds): {verdict} — "
+        + (f"{mean:.0%}." if mean != float("inf") else "a seed never reached the grid's best."),
+        "",
+    ]
+    out = work / "tune_search.md" if args.quick else ROOT / "bench" / "tune_search.md"
+    out.write_text("\n".join(lines))
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ averages gradients, so all ranks keep identical weights. Their BatchNorm statist
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -51,7 +52,13 @@ def setup(device_name: str) -> torch.device | None:
     return device
 
 
-def teardown() -> None:
+def teardown(state=None) -> None:
+    """Leave the process group. The DDP wrapper in `state.net` goes first, while the interpreter is whole:
+    its reducer holds gloo work objects whose destruction during interpreter shutdown aborted a rank now
+    and then ("terminate called without an active exception", torch 2.14, CPU; torch PR #179291)."""
+    if state is not None:
+        state.net = None
+        gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
 

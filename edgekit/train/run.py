@@ -220,7 +220,7 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         try:
             fit(state, run_dir, Silent())
         finally:
-            ddp.teardown()
+            ddp.teardown(state)
         return
     test = state.meta.pop("test")
     m = state.meta
@@ -252,7 +252,7 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         stop, reason = "diverged", str(e)
         raise
     finally:  # a stopped run still gets its summary and curves
-        ddp.teardown()
+        ddp.teardown(state)
         summary = summarize(state, run_dir, test, reason, time.perf_counter() - started, tracker.rows)
         write_json(Run(run_dir).summary_file, {**summary, "stop": stop})
         tracker.finish(summary)

@@ -15,7 +15,9 @@ When several methods are given, each is run on the ≤ 2k rung and the one with 
 accuracy distils the whole ladder: test accuracy is read once, after the choice. "alone" and distilled
 runs of a seed share the data split, the seed and the epochs, so their difference is paired; the table
 gives its mean with a 95% t interval over seeds. Teachers and finished runs are cached in
-runs/frontier/ (keyed by the resolved recipe), so an interrupted run picks up where it stopped.
+runs/frontier/ (keyed by the resolved recipe), so an interrupted run picks up where it stopped, and
+workers given different `--rungs` share what each has finished; a last call over everything is all cache
+hits and writes the complete report.
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ class Cache:
         self.folder, self.console = folder, console
         self.file = folder / "cache.jsonl"
         folder.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, dict] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """What every process sharing the cache has finished (workers may split the rungs between them)."""
         lines = self.file.read_text().splitlines() if self.file.exists() else []
         self.done = {d["key"]: d["summary"] for d in map(json.loads, lines)}
 
@@ -86,6 +93,8 @@ class Cache:
         resolved = load(ROOT / "recipes" / f"{recipe}.yaml", overrides).model_dump(mode="json")
         resolved.pop("track")
         key = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+        if key not in self.done:
+            self.reload()
         if key not in self.done:
             started = time.perf_counter()
             summary = train(recipe, overrides, self.folder / "runs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -201,7 +202,13 @@ def test_hyperband_stops_a_stalled_trial_keeps_the_learners_and_never_reruns_it(
         tmp_path, method="bayes", count=5, sampler_seed=0, parameters=space, early_terminate=stop
     )
     runs = tmp_path / "runs"
-    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs)])
+    # Started as a script's background job (`edgekit sweep … &`) is: with SIGINT ignored, which the
+    # trials would inherit and so never stop when pruned.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 0, result.output
     rows = {r["trial"]: r for r in csv.DictReader((runs / "s" / "sweep.csv").open())}
     pruned = [name for name, r in rows.items() if r["status"] == "pruned"]

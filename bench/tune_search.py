@@ -69,7 +69,7 @@ def trials(sweep_dir: Path) -> list[dict]:
         ran = max(curve(folder, "val_acc"), default=0)
         pruned = (folder / PRUNED_FILE).is_file()
         val = None if pruned else (Run(folder).summary() or {}).get("val_acc")
-        out.append({"name": folder.name, "epochs": ran, "val": val, "pruned": pruned})
+        out.append({"name": folder.name, "folder": folder, "epochs": ran, "val": val, "pruned": pruned})
     return out
 
 
@@ -82,6 +82,14 @@ def reached(rows: list[dict], target: float) -> tuple[int | None, int]:
         if best >= target:
             return i, spent
     return None, spent
+
+
+def val_images(rows: list[dict]) -> int:
+    """How many val images the trials scored (one image is the step of "within one val image")."""
+    from edgekit.data import prepare_for
+    from edgekit.runs import Run
+
+    return len(prepare_for(Run(rows[0]["folder"]).recipe()).val[1])
 
 
 def run_sweep(path: Path, runs: Path) -> list[dict]:
@@ -108,7 +116,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-tune-search-"))
     work.mkdir(parents=True, exist_ok=True)
     grid = run_sweep(sweep_file(work, "grid", space, fixed, "grid"), work / "runs")
-    n_val = 270
+    n_val = val_images(grid)
     grid_epochs, grid_best = sum(r["epochs"] for r in grid), max(r["val"] for r in grid)
     target = grid_best - 1 / n_val + 1e-9
     console.print(f"grid: {len(grid)} trials, {grid_epochs} epochs, best val {grid_best:.2%}")

@@ -201,9 +201,9 @@ def _export(at: Where, run: Path) -> Path:
 
 def _quantize(at: Where, spec: QuantizeStage, bundle: Path) -> None:
     from edgekit.bundle import read_bundle
-    from edgekit.quantize.quantize import VARIANTS, quantize_bundle
+    from edgekit.quantize.quantize import quantize_bundle, variant_of
 
-    variant = VARIANTS.get(spec.kind, (spec.kind,))[0]
+    variant = variant_of(spec.kind, spec.options)
     if variant in read_bundle(bundle, check_model=False)[0].variants:
         _say(at, "quantize", f"done: {bundle} has {variant}")
         return

@@ -113,13 +113,13 @@ def _fp16(job: Job, params: BaseModel, timing_repeat: int) -> tuple[onnx.ModelPr
     return model, {"keep_io_types": True, "how": "fp16 weights, float32 input and output"}
 
 
-VARIANTS: dict[str, tuple[str, str, str]] = {}  # kind → (variant name, file, dtype)
+VARIANTS: dict[str, tuple[str, str]] = {}  # kind → (variant name, dtype); its file: model.<name>.onnx
 
 
 def register_kind(kind: str, variant: str, dtype: str, fn, params: type[BaseModel] | None = None) -> None:
     """Adding a quantization kind is this one call: `edgekit quantize BUNDLE --kind NAME` then runs it."""
     KINDS.register(kind, *([params] if params else []))(fn)
-    VARIANTS[kind] = (variant, f"model.{variant}.onnx", dtype)
+    VARIANTS[kind] = (variant, dtype)
 
 
 register_kind("int8", "int8", "int8", _int8, int8.Int8Params)
@@ -143,9 +143,7 @@ def quantize_bundle(
     entry = KINDS.get(kind, "quantize")
     params = _params(entry, options)
     meta, paths = read_bundle(path)
-    name, file, dtype = VARIANTS[kind]
-    if hasattr(params, "variant"):  # a kind whose options choose the variant (int8 --target trt: int8-trt)
-        name, file = params.variant, f"model.{params.variant}.onnx"
+    name, file, dtype = _variant(kind, params)
     out = Path(path) / file
     if (out.exists() or name in meta.variants) and not force:
         raise EdgekitError(f"{out}: already exists; pass --force to replace it")
@@ -185,6 +183,17 @@ def _write(bundle: Path, name: str, variant: Variant, data: bytes, report: dict[
         k: v for k, v in report["details"].items() if k not in ("ms", "candidates", "how")
     }  # host-specific
     add_variant(bundle, name, Variant(**variant.model_dump(exclude=set(measured)), **measured, **how))
+
+
+def variant_of(kind: str, options: dict[str, Any]) -> str:
+    """The variant `kind` writes with these options (int8 with target trt: int8-trt)."""
+    return _variant(kind, _params(KINDS.get(kind, "quantize"), options))[0]
+
+
+def _variant(kind: str, params: BaseModel) -> tuple[str, str, str]:
+    name, dtype = VARIANTS[kind]
+    name = getattr(params, "variant", name)  # a kind's params may choose it (`Int8Params.variant`)
+    return name, f"model.{name}.onnx", dtype
 
 
 def _params(entry, options: dict[str, Any]) -> BaseModel:

@@ -377,3 +377,12 @@ def test_a_cpu_int8_variant_is_refused_on_tensorrt_with_the_fix(bundles, tmp_pat
     target = SimpleNamespace(path=bundle, meta=meta)
     with pytest.raises(RuntimeUnavailable, match=r"uint8 zero point.*--int8 --target trt"):
         runtime("ort-trt").load(target, "int8", threads=1)
+
+
+def test_the_variant_a_kind_writes_follows_its_target():
+    """What the pipeline checks on a rerun: int8 for TensorRT is int8-trt, not the CPU int8."""
+    from edgekit.quantize.quantize import variant_of
+
+    assert variant_of("int8", {}) == "int8"
+    assert variant_of("int8", {"target": "trt", "calib": 64}) == "int8-trt"
+    assert variant_of("dynamic", {}) == "int8-dynamic"

@@ -137,14 +137,17 @@ def as_teacher(kd: dict, members: list[dict]) -> dict:
     return {"test_acc": kd["distill"]["teacher_test_acc"], "members": members, "params": members[0]["params"]}
 
 
-def ladder(bench: Bench, rungs: list[str], method: str, cache: Cache, common: list[str]) -> list[dict]:
-    """Each rung alone and distilled with `method`, over the bench's seeds."""
+def ladder(
+    bench: Bench, rungs: list[str], method: str, cache: Cache, common: list[str], students: list[str]
+) -> list[dict]:
+    """Each rung alone and distilled with `method`, over the bench's seeds (`students`: the students'
+    overrides, `common` plus any of their own)."""
     tutors = teachers(bench, cache, common)
     rows = []
     for rung in rungs:
         row = {"rung": rung, "alone": [], "kd": [], "teacher": []}
         for seed in bench.seeds:
-            base = [*bench.overrides, *bench.seed_overrides(seed), *common]
+            base = [*bench.overrides, *bench.seed_overrides(seed), *students]
             row["alone"].append(cache.train(f"fashion/{rung}", base))
             row["kd"].append(cache.train(f"fashion/{rung}", [*base, *distilled(tutors[seed], method)]))
             row["teacher"].append(as_teacher(row["kd"][-1], tutors[seed]))
@@ -152,7 +155,9 @@ def ladder(bench: Bench, rungs: list[str], method: str, cache: Cache, common: li
     return rows
 
 
-def choose_method(bench: Bench, methods: list[str], cache: Cache, common: list[str]) -> tuple[str, list]:
+def choose_method(
+    bench: Bench, methods: list[str], cache: Cache, common: list[str], students: list[str]
+) -> tuple[str, list]:
     """The method with the best mean val accuracy on the ≤ 2k rung (test is not looked at)."""
     if len(methods) == 1:
         return methods[0], []
@@ -161,7 +166,7 @@ def choose_method(bench: Bench, methods: list[str], cache: Cache, common: list[s
     for method in methods:
         runs = []
         for seed in bench.seeds:
-            base = [*bench.overrides, *bench.seed_overrides(seed), *common]
+            base = [*bench.overrides, *bench.seed_overrides(seed), *students]
             runs.append(cache.train("fashion/r2k", [*base, *distilled(tutors[seed], method)]))
         study.append({"method": method, "runs": runs, "val": statistics.mean(r["val_acc"] for r in runs)})
     return max(study, key=lambda s: s["val"])["method"], study
@@ -175,6 +180,9 @@ def main() -> None:
     )
     parser.add_argument("--seeds", help="comma-separated seeds for every benchmark (default: 3 / 5 splits)")
     parser.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated rungs (default: all)")
+    parser.add_argument(
+        "--epochs", type=int, help="the students' epochs (default: the recipes'; teachers keep theirs)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: r1k and r2k, 1 seed, 2 epochs")
     parser.add_argument(
         "--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)"
@@ -188,6 +196,9 @@ def main() -> None:
     if args.quick:
         common += ["train.epochs=2"]
         rungs, methods = RUNGS[:2], methods[:1]
+    # Patient schedules (Beyer et al.) are a students' setting: "alone" gets the same epochs, so the
+    # comparison stays paired, and the cached teachers are reused.
+    students = [*common, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
     out = args.out or (Path(tempfile.mkdtemp()) if args.quick else ROOT / "bench")
     cache = Cache(args.cache, console)
     results = []
@@ -195,13 +206,13 @@ def main() -> None:
         bench = BENCHES[name]
         if args.seeds or args.quick:
             bench.seeds = [int(s) for s in (args.seeds or "0").split(",")]
-        method, study = choose_method(bench, methods, cache, common)
+        method, study = choose_method(bench, methods, cache, common, students)
         results.append(
             {
                 "bench": bench,
                 "method": method,
                 "study": study,
-                "rows": ladder(bench, rungs, method, cache, common),
+                "rows": ladder(bench, rungs, method, cache, common, students),
             }
         )
     command = "python bench/frontier.py " + " ".join(a for a in __import__("sys").argv[1:])

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.orchestrate.sweep import PRUNED_FILE, Param, Sweep, Trial
+from edgekit.orchestrate.sweep import PRUNED_FILE, Sweep, Trial
+from edgekit.orchestrate.sweep_space import Param
 from edgekit.runs import Run, write_json
 
 

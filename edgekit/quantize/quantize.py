@@ -18,6 +18,7 @@ from edgekit.bundle_meta import Variant
 from edgekit.errors import EdgekitError
 from edgekit.quantize import int8
 from edgekit.quantize.lean import make_lean
+from edgekit.quantize.report import build_report, report_lines
 from edgekit.registry import Registry
 from edgekit.runs import atomic_write_bytes
 from edgekit.runtimes import OrtSession, logits_over
@@ -166,9 +167,9 @@ def quantize_bundle(
             times = job.latency({"fp32": paths.model, name: data}, timing_repeat)
             job.fp32_ms, details["ms"] = times["fp32"], times[name]
         test = _on_test(job, path, data)  # the test split, read once, after every choice is made
-    report = _report(job, meta, name, file, data, test, details, lean)
+    report = build_report(job, meta, name, file, data, test, details, lean)
     _write(Path(path), name, Variant(file=file, bytes=len(data), dtype=dtype, source="fp32"), data, report)
-    for line in _lines(report) if console is not None else []:
+    for line in report_lines(report) if console is not None else []:
         console.print(line, highlight=False)
     return report
 
@@ -236,77 +237,3 @@ def _on_test(job: Job, bundle: Path, data: bytes) -> dict[str, Any]:
         "agreement": float((variant == fp32).mean()),
         "images": len(y),
     }
-
-
-def _report(job: Job, meta, name, file, data: bytes, test, details, lean) -> dict[str, Any]:
-    accuracy = test["accuracy"]
-    fp32_bytes = job.source.stat().st_size
-    speedup = job.fp32_ms / details["ms"] if job.fp32_ms and details["ms"] else None
-    return {
-        "bundle": str(job.bundle),
-        "variant": name,
-        "file": file,
-        "bytes": len(data),
-        "bytes_per_param": len(data) / meta.params if meta.params else None,
-        "fp32_bytes": fp32_bytes,
-        "size_ratio": len(data) / fp32_bytes,
-        "larger_than_fp32": len(data) > fp32_bytes,
-        "accuracy": accuracy,  # test split, measured after the choice (made on val: details["val"])
-        "fp32_accuracy": test["fp32_accuracy"],
-        "drop": (test["fp32_accuracy"] - accuracy) * 100,
-        "agreement": test["agreement"],
-        "images": test["images"],
-        "speed": {
-            "fp32_ms": job.fp32_ms,
-            "ms": details["ms"],
-            "speedup": speedup,
-            "threads": 1,
-            "batch": job.fixed_batch or 1,
-        },
-        "lean": lean,
-        "details": details,
-        "variants": {  # every variant of the bundle, this one included, with its bytes per parameter
-            **{k: v.bytes / meta.params for k, v in meta.variants.items() if meta.params},
-            name: len(data) / meta.params if meta.params else None,
-        },
-    }
-
-
-def _lines(r: dict[str, Any]) -> list[str]:
-    """The report as the command prints it."""
-    d, s = r["details"], r["speed"]
-    lines = [
-        f"[bold]{r['bundle']}[/] → {r['file']} ({d['how']})",
-        f"  test accuracy on {r['images']} images (read after the choice): fp32 {r['fp32_accuracy']:.2%} → "
-        f"{r['variant']} {r['accuracy']:.2%} (drop {r['drop']:.2f} points); top-1 agreement with fp32 "
-        f"{r['agreement']:.2%}",
-        f"  chosen on the val split: fp32 {d['val']['fp32_accuracy']:.2%} → {d['val']['accuracy']:.2%}",
-    ]
-    for c in d.get("candidates", []):
-        ms = f"{c['ms']:.4f} ms" if c["ms"] is not None else "not timed (over --max-drop)"
-        lines.append(
-            f"  candidate {c['format']}: val accuracy {c['accuracy']:.2%}, drop {c['drop']:.2f}, agreement "
-            f"{c['agreement']:.2%}, {len(c['excluded'])} nodes kept fp32, {ms}"
-        )
-    if "excluded" in d:
-        kept = ", ".join(d["excluded"]) or "none"
-        lines.append(f"  nodes kept fp32 to stay within --max-drop {d['max_drop']:g}: {kept}")
-    if d.get("depthwise", {}).get("nodes"):
-        lines.append(
-            f"  depthwise convs ({len(d['depthwise']['nodes'])}): weights {d['depthwise']['weights']}"
-        )
-    if s["speedup"]:
-        faster = s["speedup"] > 1
-        verdict = f"{s['speedup']:.2f}× faster" if faster else f"no speed-up ({1 / s['speedup']:.2f}× slower)"
-        lines.append(
-            f"  speed here (onnxruntime CPU, 1 thread, batch {s['batch']}): fp32 {s['fp32_ms']:.4f} ms, "
-            f"{r['variant']} {s['ms']:.4f} ms: {verdict}"
-        )
-    per_param = ", ".join(f"{k} {v:.2f}" for k, v in r["variants"].items())
-    lines.append(f"  size: {r['bytes']:,} bytes, {r['size_ratio']:.2f}× fp32; bytes/param: {per_param}")
-    if r["larger_than_fp32"]:
-        lines.append(
-            f"[yellow]warning:[/] {r['file']} ({r['bytes']:,} bytes) is larger than fp32 model.onnx "
-            f"({r['fp32_bytes']:,} bytes): at this size the ONNX container outweighs the weights"
-        )
-    return lines

@@ -16,6 +16,7 @@ GOALS = {  # (bench, what, rung or None, threshold)
 }
 RECOVERY_GOAL = 0.5  # distillation recovers ≥ 50% of the teacher–student gap for ≤ 2k and ≤ 5k
 TEACHER_MARGIN = 0.03  # … from a teacher ≥ 3 points better than the best rung alone
+TOP_RUNG = "r20k"  # the ladder's largest rung: without it, "the best rung alone" is not known
 
 
 def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
@@ -112,10 +113,14 @@ def goal_lines(name: str, result: dict, rows: list[dict]) -> list[str]:
     best_alone = max(statistics.mean(st["alone"]) for st in rows)
     teacher = rows[0]["teacher"]
     margin_ok = teacher - best_alone >= TEACHER_MARGIN
-    lines.append(
-        f"| teacher ≥ 3 points above the best rung alone | {teacher:.2%} vs {best_alone:.2%} "
-        f"| {'yes' if margin_ok else '**no**'} |"
-    )
+    if TOP_RUNG not in by_rung:  # the best rung alone is unknown: a partial ladder cannot pass this goal
+        margin_ok = False
+        lines.append(f"| teacher ≥ 3 points above the best rung alone | `{TOP_RUNG}` not run | not judged |")
+    else:
+        lines.append(
+            f"| teacher ≥ 3 points above the best rung alone | {teacher:.2%} vs {best_alone:.2%} "
+            f"| {'yes' if margin_ok else '**no**'} |"
+        )
     for rung in ("r2k", "r5k"):
         if rung in by_rung:
             st = by_rung[rung]

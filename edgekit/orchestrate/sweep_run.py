@@ -159,9 +159,11 @@ def _env(processes: int) -> dict[str, str]:
 def _run_all(jobs: list, sweep_dir: Path, env: dict, parallel: int, console: Console) -> list[str]:
     """Run the trial commands `parallel` at a time; returns the names of the trials that failed."""
     (sweep_dir / "logs").mkdir(exist_ok=True)
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # A pruner stops a trial with SIGINT. A sweep started in the background by a script inherits SIGINT
-        # ignored, and so would its trials, which then run to the end: take the default back for them.
+        # ignored, and so would its trials (an ignored signal survives exec), which then run to the end:
+        # take Python's default back for them. A handler the caller installed is left alone.
         signal.signal(signal.SIGINT, signal.default_int_handler)
     stop, failed = threading.Event(), []
     pool = ThreadPoolExecutor(parallel)

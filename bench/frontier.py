@@ -26,19 +26,19 @@ import argparse
 import hashlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from common import ROOT, cpu, train
-from frontier_report import markdown, plot
+from frontier_report import RUNGS, markdown, plot
 from rich.console import Console
 
 import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
 from edgekit.recipe import load
 
-RUNGS = ["r1k", "r2k", "r5k", "r10k", "r20k"]
 # Each method as the overrides that select it; `fm` is function matching (Beyer et al., CVPR 2022):
 # the student matches the teacher's whole function (alpha 1, no labels, T 1) on mixed-up inputs that
 # both see, which probes the teacher far from the training images.
@@ -215,7 +215,7 @@ def main() -> None:
                 "rows": ladder(bench, rungs, method, cache, common, students),
             }
         )
-    command = "python bench/frontier.py " + " ".join(a for a in __import__("sys").argv[1:])
+    command = "python bench/frontier.py " + " ".join(sys.argv[1:])
     minutes = (time.perf_counter() - started) / 60
     (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results))
     plot(results, out / "frontier.png")

@@ -16,7 +16,8 @@ GOALS = {  # (bench, what, rung or None, threshold)
 }
 RECOVERY_GOAL = 0.5  # distillation recovers ≥ 50% of the teacher–student gap for ≤ 2k and ≤ 5k
 TEACHER_MARGIN = 0.03  # … from a teacher ≥ 3 points better than the best rung alone
-TOP_RUNG = "r20k"  # the ladder's largest rung: without it, "the best rung alone" is not known
+RUNGS = ["r1k", "r2k", "r5k", "r10k", "r20k"]  # recipes/fashion/<rung>.yaml, smallest first
+TOP_RUNG = RUNGS[-1]  # without the largest rung, "the best rung alone" is not known
 
 
 def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:

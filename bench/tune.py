@@ -47,13 +47,13 @@ def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Conso
     """`fixed`: key → value set on every trial and on the range test."""
     import edgekit.train  # noqa: F401  (binds the registries the recipe is validated against)
     from edgekit.orchestrate import sweep_run
-    from edgekit.orchestrate.sweep import yaml_scalar
+    from edgekit.orchestrate.sweep import Trial
     from edgekit.recipe import load
     from edgekit.train.lr_find import RangeParams, range_test
 
     base = ROOT / "recipes" / f"{recipe}.yaml"
     fixed = {**fixed, "train.device": "cpu"}
-    overrides = [f"{k}={yaml_scalar(v)}" for k, v in fixed.items()]
+    overrides = Trial("range-test", fixed).overrides()  # as the sweep will pass them to each trial
     suggested = float(f"{range_test(load(base, overrides), RangeParams()).steepest():.3g}")
     sweep = {
         "recipe": str(base),

@@ -267,3 +267,16 @@ def test_from_checkpoint_rebuilds_and_refuses_weights_of_another_shape():
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(EdgekitError, match=r"a.pt: weights do not fit lenet"):
         from_checkpoint({**ckpt, "options": {**ckpt["options"], "channels": [4, 6]}}, "a.pt")
+
+
+def test_lenet_downsample_skips_pooling_without_adding_parameters():
+    options = {"channels": [4, 8, 8], "conv": "dwsep", "pool": "avg"}
+    pooled = digits_model("lenet", options)
+    kept = digits_model("lenet", {**options, "downsample": [False, True, True]})
+    assert count_params(kept) == count_params(pooled)
+    x = torch.randn(2, 1, 8, 8)
+    assert pooled.features(x).shape[-1] == 1  # 8 → 4 → 2 → 1
+    assert kept.features(x).shape[-1] == 2  # 8 → 8 → 4 → 2
+    assert forward_backward(kept, x).shape == (2, 10)
+    with pytest.raises(ValidationError, match="downsample has 2 flags for 3 channels"):
+        digits_model("lenet", {**options, "downsample": [False, True]})

@@ -1,10 +1,10 @@
-"""`lenet`: conv stages (conv → norm → act → 2×2 max-pool) and a flatten or average-pool MLP head."""
+"""`lenet`: conv stages (conv → norm → act → 2×2 max-pool, unless `downsample` skips it), flatten or avg head."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from edgekit.models.contract import MODELS, Classifier
@@ -18,6 +18,18 @@ class LeNetParams(Knobs):
     kernel_size: int = Field(3, ge=1)
     hidden: list[int] = Field(default_factory=list)
     pool: Literal["flatten", "avg"] = "flatten"
+    # Which stages end in the 2×2 max-pool; None: every one. A stage that keeps the resolution costs
+    # MACs, not parameters: on 8×8 digits pooling every stage leaves 1×1 maps after three.
+    downsample: list[bool] | None = None
+
+    @model_validator(mode="after")
+    def _one_flag_per_stage(self) -> LeNetParams:
+        if self.downsample is not None and len(self.downsample) != len(self.channels):
+            raise ValueError(
+                f"downsample has {len(self.downsample)} flags for {len(self.channels)} channels; "
+                "expected one per stage"
+            )
+        return self
 
 
 class LeNet(Classifier):
@@ -29,18 +41,20 @@ class LeNet(Classifier):
         }
 
 
-def _stage(cin: int, cout: int, p: LeNetParams, stem: bool) -> nn.Sequential:
+def _stage(cin: int, cout: int, p: LeNetParams, stem: bool, pool: bool) -> nn.Sequential:
     block = conv_bn_act(cin, cout, p.kernel_size, 1, p, stem=stem)
-    # ceil_mode keeps a 1×1 map at 1×1, so 8×8 digits survive any number of stages (8→4→2→1→1).
-    block.add_module("pool", nn.MaxPool2d(2, ceil_mode=True))
+    if pool:
+        # ceil_mode keeps a 1×1 map at 1×1, so 8×8 digits survive any number of stages (8→4→2→1→1).
+        block.add_module("pool", nn.MaxPool2d(2, ceil_mode=True))
     return block
 
 
 @MODELS.register("lenet", LeNetParams)
 def lenet(p: LeNetParams, in_channels: int, num_classes: int, image_size: int) -> LeNet:
     widths = [scale(c, p) for c in p.channels]
-    pairs = enumerate(zip([in_channels, *widths], widths, strict=False))
-    stages = [_stage(cin, cout, p, stem=i == 0) for i, (cin, cout) in pairs]
+    pools = p.downsample or [True] * len(widths)
+    pairs = enumerate(zip([in_channels, *widths], widths, pools, strict=False))
+    stages = [_stage(cin, cout, p, stem=i == 0, pool=pool) for i, (cin, cout, pool) in pairs]
     features = chain(stages, p, prefix="stage")
     shape = out_shape(features, in_channels, image_size)
     # Average pooling makes the head independent of image size; flatten keeps the spatial layout.

@@ -43,8 +43,9 @@ BENCHES: dict[str, tuple[list[str], dict]] = {
 }
 
 
-def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Console) -> str:
-    """`fixed`: key → value set on every trial and on the range test."""
+def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Console) -> tuple[str, str]:
+    """The recipe's table row and its val accuracy at every lr; `fixed`: key → value set on every trial
+    and on the range test."""
     import edgekit.train  # noqa: F401  (binds the registries the recipe is validated against)
     from edgekit.orchestrate import sweep_run
     from edgekit.orchestrate.sweep import Trial
@@ -78,8 +79,12 @@ def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Conso
         f"| {by_lr[suggested]['test_acc']:.2%} | {best:g} | {by_lr[best]['val_acc']:.2%} | "
         f"{'yes' if rank <= len(ranked) // 3 else '**no**'} |"
     )
+    mark = {suggested: "**"}  # the suggestion in bold
+    curve = f"`{recipe}` val by lr: " + ", ".join(
+        f"{mark.get(lr, '')}{lr:g}: {by_lr[lr]['val_acc']:.1%}{mark.get(lr, '')}" for lr in sorted(by_lr)
+    )
     console.print(line)
-    return line
+    return line, curve
 
 
 def main() -> None:
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--bench", choices=BENCHES, default="digits")
     parser.add_argument("--epochs", type=int, help="every trial's epochs (default: each recipe's)")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="the report (default: bench/tune.md, bench/tune_<bench>.md)")
     args = parser.parse_args()
     defaults, fixed = BENCHES[args.bench]
     recipes = args.recipes or defaults
@@ -97,7 +103,8 @@ def main() -> None:
     console = Console()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmp:
-        rows = [rank_for(r, fixed, args.parallel, Path(tmp), console) for r in recipes]
+        ranked = [rank_for(r, fixed, args.parallel, Path(tmp), console) for r in recipes]
+    rows, curves = zip(*ranked, strict=True)
     lines = [
         "# lr-find's suggestion against a trained lr grid",
         "",
@@ -111,10 +118,12 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         *rows,
         "",
+        *(f"- {c}" for c in curves),
+        "",
     ]
-    name = "tune.md" if args.bench == "digits" else f"tune_{args.bench}.md"
-    (ROOT / "bench" / name).write_text("\n".join(lines))
-    console.print(json.dumps({"wrote": f"bench/{name}"}))
+    out = args.out or ROOT / "bench" / ("tune.md" if args.bench == "digits" else f"tune_{args.bench}.md")
+    out.write_text("\n".join(lines))
+    console.print(json.dumps({"wrote": str(out)}))
 
 
 if __name__ == "__main__":

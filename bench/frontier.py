@@ -185,9 +185,9 @@ def ladder(
     rows = []
     for rung in rungs:
         row = {"rung": rung, "alone": [], "kd": [], "teacher": []}
+        model = bench.model_overrides(f"fashion/{rung}")  # reads the recipe: once per rung, not per seed
         for seed in bench.seeds:
-            base = [*bench.overrides, *bench.model_overrides(f"fashion/{rung}"), *bench.seed_overrides(seed)]
-            base += students
+            base = [*bench.overrides, *model, *bench.seed_overrides(seed), *students]
             row["alone"].append(cache.train(f"fashion/{rung}", base))
             row["kd"].append(cache.train(f"fashion/{rung}", [*base, *distilled(tutors[seed], method)]))
             row["teacher"].append(as_teacher(row["kd"][-1], tutors[seed]))
@@ -202,12 +202,11 @@ def choose_method(
     if len(methods) == 1:
         return methods[0], []
     tutors = teachers(bench, cache, common)
-    study = []
+    study, model = [], bench.model_overrides("fashion/r2k")
     for method in methods:
         runs = []
         for seed in bench.seeds:
-            base = [*bench.overrides, *bench.model_overrides("fashion/r2k"), *bench.seed_overrides(seed)]
-            base += students
+            base = [*bench.overrides, *model, *bench.seed_overrides(seed), *students]
             runs.append(cache.train("fashion/r2k", [*base, *distilled(tutors[seed], method)]))
         study.append({"method": method, "runs": runs, "val": statistics.mean(r["val_acc"] for r in runs)})
     return max(study, key=lambda s: s["val"])["method"], study
@@ -241,6 +240,7 @@ def main() -> None:
     # comparison stays paired, and the cached teachers are reused.
     students = [*common, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
     out = args.out or (Path(tempfile.mkdtemp()) if args.quick else ROOT / "bench")
+    out.mkdir(parents=True, exist_ok=True)  # before the runs: a bad --out fails now, not after hours
     cache = Cache(args.cache, console)
     results = []
     for name in args.bench.split(","):

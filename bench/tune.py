@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, help="the report (default: bench/tune.md, bench/tune_<bench>.md)")
     args = parser.parse_args()
+    out = args.out or ROOT / "bench" / ("tune.md" if args.bench == "digits" else f"tune_{args.bench}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the trials: a bad --out fails now, not later
     defaults, fixed = BENCHES[args.bench]
     recipes = args.recipes or defaults
     fixed = {**fixed, **({"train.epochs": args.epochs} if args.epochs else {})}
@@ -121,7 +123,6 @@ def main() -> None:
         *(f"- {c}" for c in curves),
         "",
     ]
-    out = args.out or ROOT / "bench" / ("tune.md" if args.bench == "digits" else f"tune_{args.bench}.md")
     out.write_text("\n".join(lines))
     console.print(json.dumps({"wrote": str(out)}))
 

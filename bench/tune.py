@@ -4,10 +4,11 @@
     python bench/tune.py lenet_2k --parallel 2    # → bench/tune.md
     python bench/tune.py --bench fashion --epochs 30  # → bench/tune_fashion.md
 
-For each recipe: the range test's suggestion (steepest descent), then the recipe trained at that lr and
-at each of 12 grid lrs (1e-3 … 1, log-spaced) with everything else as shipped (seed 0). Ranked by val
-accuracy (test shown, not used); tied lrs share a rank. Goal: the suggestion within the best third of
-the grid (rank ≤ 4 of 13).
+For each recipe: the range test's two rules (the suggestion, steepest descent, and min loss / 10 printed
+beside it), then the recipe trained at each rule's lr and at each of 12 grid lrs (1e-3 … 1, log-spaced)
+with everything else as shipped (seed 0). Each rule is ranked by val accuracy against the 12 grid lrs
+(test shown, not used): 1 + the grid lrs strictly better, so ties share a rank. Goal: the suggestion
+within the best third of the grid (rank ≤ 4 of 13).
 On **fashion** (Fashion-MNIST-1800, 270 val images) the lrs can be told apart; on digits most of them
 score 99–100% val and tie. `--epochs` shortens every trial alike (the range test does not see epochs).
 Trials run through `edgekit sweep` (grid over `train.optimizer.lr`), `--parallel` at a time.
@@ -43,9 +44,9 @@ BENCHES: dict[str, tuple[list[str], dict]] = {
 }
 
 
-def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Console) -> tuple[str, str]:
-    """The recipe's table row and its val accuracy at every lr; `fixed`: key → value set on every trial
-    and on the range test."""
+def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Console) -> tuple[list[str], str]:
+    """The recipe's table rows (one per rule) and its val accuracy at every lr; `fixed`: key → value set
+    on every trial and on the range test."""
     import edgekit.train  # noqa: F401  (binds the registries the recipe is validated against)
     from edgekit.orchestrate import sweep_run
     from edgekit.orchestrate.sweep import Trial
@@ -55,14 +56,16 @@ def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Conso
     base = ROOT / "recipes" / f"{recipe}.yaml"
     fixed = {**fixed, "train.device": "cpu"}
     overrides = Trial("range-test", fixed).overrides()  # as the sweep will pass them to each trial
-    suggested = float(f"{range_test(load(base, overrides), RangeParams()).steepest():.3g}")
+    test = range_test(load(base, overrides), RangeParams())
+    rules = {"steepest": test.steepest(), "min loss / 10": test.min_loss_tenth()}
+    rules = {name: float(f"{lr:.3g}") for name, lr in rules.items()}
     sweep = {
         "recipe": str(base),
         "name": recipe.replace("/", "-"),
         "method": "grid",
         "metric": {"name": "val_acc", "goal": "maximize"},
         "parameters": {
-            "train.optimizer.lr": {"values": sorted({*GRID, suggested})},
+            "train.optimizer.lr": {"values": sorted({*GRID, *rules.values()})},
             **{k: {"value": v} for k, v in fixed.items()},
         },
     }
@@ -70,21 +73,22 @@ def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Conso
     path.write_text(yaml.safe_dump(sweep))
     rows = sweep_run.run(path, work / "runs", Console(quiet=True), parallel=parallel)
     by_lr = {r["train.optimizer.lr"]: r for r in rows}
-    ranked = sorted(by_lr, key=lambda lr: -by_lr[lr]["val_acc"])
-    # Ties share a rank (270 val images: many lrs score alike): 1 + the lrs strictly better.
-    rank = 1 + sum(by_lr[lr]["val_acc"] > by_lr[suggested]["val_acc"] for lr in by_lr)
-    best = ranked[0]
-    line = (
-        f"| `{recipe}` | {suggested:g} | {rank} of {len(ranked)} | {by_lr[suggested]['val_acc']:.2%} "
-        f"| {by_lr[suggested]['test_acc']:.2%} | {best:g} | {by_lr[best]['val_acc']:.2%} | "
-        f"{'yes' if rank <= len(ranked) // 3 else '**no**'} |"
-    )
-    mark = {suggested: "**"}  # the suggestion in bold
+    best = max(GRID, key=lambda lr: by_lr[lr]["val_acc"])
+    lines = []
+    for name, lr in rules.items():
+        # Ties share a rank (270 val images: many lrs score alike): 1 + the grid lrs strictly better.
+        rank = 1 + sum(by_lr[g]["val_acc"] > by_lr[lr]["val_acc"] for g in GRID)
+        lines.append(
+            f"| `{recipe}` | {name} | {lr:g} | {rank} of {len(GRID) + 1} | {by_lr[lr]['val_acc']:.2%} "
+            f"| {by_lr[lr]['test_acc']:.2%} | {best:g} | {by_lr[best]['val_acc']:.2%} | "
+            f"{'yes' if rank <= (len(GRID) + 1) // 3 else '**no**'} |"
+        )
+    marks = {lr: "**" for lr in rules.values()}  # the rules' lrs in bold
     curve = f"`{recipe}` val by lr: " + ", ".join(
-        f"{mark.get(lr, '')}{lr:g}: {by_lr[lr]['val_acc']:.1%}{mark.get(lr, '')}" for lr in sorted(by_lr)
+        f"{marks.get(lr, '')}{lr:g}: {by_lr[lr]['val_acc']:.1%}{marks.get(lr, '')}" for lr in sorted(by_lr)
     )
-    console.print(line)
-    return line, curve
+    console.print(*lines, sep="\n")
+    return lines, curve
 
 
 def main() -> None:
@@ -96,6 +100,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="every trial's epochs (default: each recipe's)")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, help="the report (default: bench/tune.md, bench/tune_<bench>.md)")
+    parser.add_argument("--work", type=Path, help="the trials' folder, kept: a rerun resumes (default: temporary)")
     args = parser.parse_args()
     out = args.out or ROOT / "bench" / ("tune.md" if args.bench == "digits" else f"tune_{args.bench}.md")
     out.parent.mkdir(parents=True, exist_ok=True)  # before the trials: a bad --out fails now, not later
@@ -105,7 +110,9 @@ def main() -> None:
     console = Console()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmp:
-        ranked = [rank_for(r, fixed, args.parallel, Path(tmp), console) for r in recipes]
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        ranked = [rank_for(r, fixed, args.parallel, work, console) for r in recipes]
     rows, curves = zip(*ranked, strict=True)
     lines = [
         "# lr-find's suggestion against a trained lr grid",
@@ -115,10 +122,12 @@ def main() -> None:
         f"trained with {f'{args.epochs} epochs' if args.epochs else 'the recipe’s epochs'}, seed 0, "
         f"{args.bench}; ranked by val accuracy (test shown, not used).",
         "",
-        "| recipe | suggested lr | its rank by val | its val | its test | best grid lr | its val "
+        "The suggestion is `steepest`; `min loss / 10` is the rule lr-find prints beside it.",
+        "",
+        "| recipe | rule | its lr | its rank by val | its val | its test | best grid lr | its val "
         "| in the best third |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-        *rows,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *(line for lines in rows for line in lines),
         "",
         *(f"- {c}" for c in curves),
         "",

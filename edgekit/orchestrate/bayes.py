@@ -2,7 +2,8 @@
 
 Trials are ordinary run folders under the sweep folder, run by `sweep_run` like grid and random ones; the
 study is rebuilt from those folders on every start, so a killed sweep resumes and a finished trial is
-never rerun. A fixed `sampler_seed` gives the same trials on the same results.
+never rerun. A point TPE proposes again is told its earlier result instead of being trained twice. A
+fixed `sampler_seed` gives the same trials on the same results.
 """
 
 from __future__ import annotations
@@ -137,20 +138,47 @@ def _shared(sweep: Sweep, storage: str, join: bool, direction: str, sampler, pru
         raise EdgekitError(f"--storage {storage}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
 
+REPEAT_LIMIT = 50  # proposals of trained points in a row: the search has settled, or a small space is spent
+
+
 def ask(sweep: Sweep, s, space: dict[str, Any], first: int, n: int) -> list[tuple[Trial, Any]]:
-    """The next `n` trials, numbered from `first`, each checked as a recipe before anything runs; with the
-    Optuna trial that reports their curve and is told their result."""
+    """Up to `n` new trials, numbered from `first`, each checked as a recipe before anything runs; with the
+    Optuna trial that reports their curve and is told their result. Fewer (none) once TPE has proposed
+    only trained points REPEAT_LIMIT times in a row."""
     from edgekit.orchestrate.sweep import check_trial
 
     width = max(2, len(str(sweep.file.count or 0)))
-    out = []
-    for i in range(first, first + n) if first >= 0 else range(n):
+    out, repeats = [], 0
+    while len(out) < n and repeats < REPEAT_LIMIT:
         asked = s.ask(space)  # a pending trial: the next ask in this batch sees it and looks elsewhere
-        number = asked.number if first < 0 else i  # shared study: its trial number is unique to all agents
+        if told_as_repeat(s, asked):
+            repeats += 1
+            continue
+        repeats = 0
+        number = asked.number if first < 0 else first + len(out)  # shared study: unique to all agents
         trial = sweep.trial(decode(sweep, asked.params), f"{number:0{width}d}")
         check_trial(sweep, trial)
         out.append((trial, asked))
     return out
+
+
+def told_as_repeat(s, asked) -> bool:
+    """TPE proposes points it has already tried (often, in a small categorical space): training one again
+    with the same seed would give the same result, so the earlier trial's result is told instead. A point
+    still running elsewhere is told as failed, and TPE asked again. False: a new point."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    for earlier in s.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)):
+        if earlier.number == asked.number or earlier.params != asked.params:
+            continue
+        asked.set_user_attr("repeat_of", earlier.number)
+        if earlier.state == State.COMPLETE:
+            s.tell(asked, earlier.value)
+        else:
+            s.tell(asked, state=State.PRUNED if earlier.state == State.PRUNED else State.FAIL)
+        return True
+    return False
 
 
 def watcher(sweep: Sweep, folder: Path, asked) -> Callable[[], bool]:
@@ -207,12 +235,18 @@ def search(sweep: Sweep, runs_dir: Path, console, parallel: int, count, storage=
     failed += _run_all(jobs, sweep_dir, env, parallel, console)
     s, space = study(sweep, sweep_dir, listed, storage, join)
 
-    def made() -> int:  # shared: every agent's trials count, running ones included
-        return len(s.trials) if storage else len(listed)
+    def made() -> int:  # shared: every agent's trials count, running ones included, repeats not
+        return sum("repeat_of" not in t.user_attrs for t in s.trials) if storage else len(listed)
 
     while made() < total:
         first = -1 if storage else len(listed)
         batch = ask(sweep, s, space, first, min(parallel, total - made()))
+        if not batch:
+            console.print(
+                f"stopping at {made()} of {total} trials: TPE proposed only trained points {REPEAT_LIMIT} "
+                "times in a row (the space is spent, or the search has settled)"
+            )
+            break
         claim(sweep_dir, sweep, [t for t, _ in batch])
         listed.update({t.name: t.params for t, _ in batch})
         jobs = [

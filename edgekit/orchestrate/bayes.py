@@ -2,8 +2,8 @@
 
 Trials are ordinary run folders under the sweep folder, run by `sweep_run` like grid and random ones; the
 study is rebuilt from those folders on every start, so a killed sweep resumes and a finished trial is
-never rerun. A point TPE proposes again is told its earlier result instead of being trained twice. A
-fixed `sampler_seed` gives the same trials on the same results.
+never rerun. A finished point TPE proposes again is told its earlier result instead of being trained
+twice. A fixed `sampler_seed` gives the same trials on the same results.
 """
 
 from __future__ import annotations
@@ -163,20 +163,21 @@ def ask(sweep: Sweep, s, space: dict[str, Any], first: int, n: int) -> list[tupl
 
 
 def told_as_repeat(s, asked) -> bool:
-    """TPE proposes points it has already tried (often, in a small categorical space): training one again
-    with the same seed would give the same result, so the earlier trial's result is told instead. A point
-    still running elsewhere is told as failed, and TPE asked again. False: a new point."""
+    """TPE proposes points it has already tried (often, in a small categorical space): training a finished
+    one again with the same seed would give the same result, so its result is told instead. A point still
+    running elsewhere is told as failed, and TPE asked again. A pruned point is trained again: hyperband
+    may put it in a bracket that lets it finish. False: a point to train."""
     import optuna
 
     State = optuna.trial.TrialState
-    for earlier in s.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)):
+    for earlier in s.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING)):
         if earlier.number == asked.number or earlier.params != asked.params:
             continue
         asked.set_user_attr("repeat_of", earlier.number)
         if earlier.state == State.COMPLETE:
             s.tell(asked, earlier.value)
         else:
-            s.tell(asked, state=State.PRUNED if earlier.state == State.PRUNED else State.FAIL)
+            s.tell(asked, state=State.FAIL)
         return True
     return False
 

@@ -2,7 +2,7 @@
 
     python bench/tune.py                          # lenet_2k, lenet_small_dw, mobilenet_tiny on digits
     python bench/tune.py lenet_2k --parallel 2    # → bench/tune.md
-    python bench/tune.py --bench fashion --epochs 30  # → bench/tune_fashion.md
+    python bench/tune.py --bench fashion fashion/r2k fashion/r20k --parallel 1  # → bench/tune_fashion.md
 
 For each recipe: the range test's two rules (the suggestion, steepest descent, and min loss / 10 printed
 beside it), then the recipe trained at each rule's lr and at each of 12 grid lrs (1e-3 … 1, log-spaced)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 GOALS = {  # (bench, what, rung or None, threshold)
     "fashion": [
-        ("≤ 2k alone or distilled ≥ 85%", "r2k", 0.85),
-        ("≤ 10k alone or distilled ≥ 88%", "r10k", 0.88),
+        ("≤ 2k ≥ 85%", "r2k", 0.85),
+        ("≤ 10k ≥ 88%", "r10k", 0.88),
     ],
-    "digits": [("≤ 2k alone or distilled ≥ 98.5%", "r2k", 0.985), ("1k rung ≥ 97%", "r1k", 0.97)],
+    "digits": [("≤ 2k ≥ 98.5%", "r2k", 0.985), ("1k rung ≥ 97%", "r1k", 0.97)],
 }
 RECOVERY_GOAL = 0.5  # distillation recovers ≥ 50% of the teacher–student gap for ≤ 2k and ≤ 5k
 TEACHER_MARGIN = 0.03  # … from a teacher ≥ 3 points better than the best rung alone
@@ -42,6 +42,10 @@ def _test(runs: list[dict]) -> list[float]:
     return [r["test_acc"] for r in runs]
 
 
+def _val(runs: list[dict]) -> float:
+    return statistics.mean(r["val_acc"] for r in runs)
+
+
 def rung_stats(row: dict) -> dict:
     alone, kd = _test(row["alone"]), _test(row["kd"])
     teacher = statistics.mean(_test(row["teacher"]))
@@ -54,7 +58,12 @@ def rung_stats(row: dict) -> dict:
         "teacher": teacher,
         "diff": diff,
         "recovered": diff[0] / gap if gap > 0 else None,
-        "best": max(statistics.mean(alone), statistics.mean(kd)),
+        # A goal's student: alone or distilled, whichever has the higher mean val (ties: alone, the simpler);
+        # choosing by test would be a selection on the figure being reported.
+        "chosen": ("distilled", statistics.mean(kd))
+        if _val(row["kd"]) > _val(row["alone"])
+        else ("alone", statistics.mean(alone)),
+        "val": {"alone": _val(row["alone"]), "distilled": _val(row["kd"])},
     }
 
 
@@ -109,8 +118,12 @@ def goal_lines(name: str, result: dict, rows: list[dict]) -> list[str]:
     lines = ["| goal | measured | met |", "| --- | ---: | --- |"]
     for text, rung, threshold in GOALS.get(name, []):
         if rung in by_rung:
-            best = by_rung[rung]["best"]
-            lines.append(f"| {text} | {best:.2%} | {'yes' if best >= threshold else '**no**'} |")
+            st = by_rung[rung]
+            (which, test), val = st["chosen"], st["val"]
+            lines.append(
+                f"| {text} ({which}: val {val['distilled']:.2%} distilled, {val['alone']:.2%} alone) "
+                f"| {test:.2%} | {'yes' if test >= threshold else '**no**'} |"
+            )
     best_alone = max(statistics.mean(st["alone"]) for st in rows)
     teacher = rows[0]["teacher"]
     margin_ok = teacher - best_alone >= TEACHER_MARGIN

@@ -1,4 +1,4 @@
-"""`lenet`: conv stages (conv → norm → act → 2×2 max-pool, unless `downsample` skips it), flatten or avg head."""
+"""`lenet`: conv stages (conv → norm → act → 2×2 max-pool unless `downsample` skips it), flat or avg head."""
 
 from __future__ import annotations
 

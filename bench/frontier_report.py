@@ -17,6 +17,7 @@ GOALS = {  # (bench, what, rung or None, threshold)
 RECOVERY_GOAL = 0.5  # distillation recovers ≥ 50% of the teacher–student gap for ≤ 2k and ≤ 5k
 TEACHER_MARGIN = 0.03  # … from a teacher ≥ 3 points better than the best rung alone
 RUNGS = ["r1k", "r2k", "r5k", "r10k", "r20k"]  # recipes/fashion/<rung>.yaml, smallest first
+STUDENTS = {"alone": "alone", "distilled": "kd"}  # a goal's candidates → their runs' key in a ladder row
 TOP_RUNG = RUNGS[-1]  # without the largest rung, "the best rung alone" is not known
 
 
@@ -42,15 +43,15 @@ def _test(runs: list[dict]) -> list[float]:
     return [r["test_acc"] for r in runs]
 
 
-def _val(runs: list[dict]) -> float:
-    return statistics.mean(r["val_acc"] for r in runs)
-
-
 def rung_stats(row: dict) -> dict:
     alone, kd = _test(row["alone"]), _test(row["kd"])
     teacher = statistics.mean(_test(row["teacher"]))
     gap = teacher - statistics.mean(alone)
     diff = paired(alone, kd)
+    val = {name: statistics.mean(r["val_acc"] for r in row[key]) for name, key in STUDENTS.items()}
+    # A goal's student: alone or distilled, whichever has the higher mean val (ties: alone, the simpler);
+    # choosing by test would be a selection on the figure being reported.
+    chosen = "distilled" if val["distilled"] > val["alone"] else "alone"
     return {
         "params": row["alone"][0]["params"],
         "alone": alone,
@@ -58,12 +59,9 @@ def rung_stats(row: dict) -> dict:
         "teacher": teacher,
         "diff": diff,
         "recovered": diff[0] / gap if gap > 0 else None,
-        # A goal's student: alone or distilled, whichever has the higher mean val (ties: alone, the simpler);
-        # choosing by test would be a selection on the figure being reported.
-        "chosen": ("distilled", statistics.mean(kd))
-        if _val(row["kd"]) > _val(row["alone"])
-        else ("alone", statistics.mean(alone)),
-        "val": {"alone": _val(row["alone"]), "distilled": _val(row["kd"])},
+        "val": val,
+        "chosen": chosen,
+        "chosen_test": statistics.mean(_test(row[STUDENTS[chosen]])),
     }
 
 
@@ -119,7 +117,7 @@ def goal_lines(name: str, result: dict, rows: list[dict]) -> list[str]:
     for text, rung, threshold in GOALS.get(name, []):
         if rung in by_rung:
             st = by_rung[rung]
-            (which, test), val = st["chosen"], st["val"]
+            which, test, val = st["chosen"], st["chosen_test"], st["val"]
             lines.append(
                 f"| {text} ({which}: val {val['distilled']:.2%} distilled, {val['alone']:.2%} alone) "
                 f"| {test:.2%} | {'yes' if test >= threshold else '**no**'} |"

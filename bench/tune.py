@@ -57,9 +57,11 @@ def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Conso
     base = ROOT / "recipes" / f"{recipe}.yaml"
     fixed = {**fixed, "train.device": "cpu"}
     overrides = Trial("range-test", fixed).overrides()  # as the sweep will pass them to each trial
-    test = range_test(load(base, overrides), RangeParams())
-    rules = {"steepest": test.steepest(), "min loss / 10": test.min_loss_tenth()}
-    rules = {name: float(f"{lr:.3g}") for name, lr in rules.items()}
+    found = range_test(load(base, overrides), RangeParams())
+    rules = {  # rounded as lr: auto rounds its pick
+        name: float(f"{lr:.3g}")
+        for name, lr in (("steepest", found.steepest()), ("min loss / 10", found.min_loss_tenth()))
+    }
     sweep = {
         "recipe": str(base),
         "name": recipe.replace("/", "-"),

@@ -76,6 +76,9 @@ class DistillSection(Choice):
     # Refuse a teacher scoring below this on the student's val split (default: twice chance), the
     # symptom of unloaded weights or mismatched preprocessing.
     min_teacher_acc: float | None = Field(None, ge=0, le=1)
+    # auto: when the augmentation draws from a finite set of views (whole-pixel crops, flips), compute the
+    # teacher's logits for each view once instead of every step (same logits, far fewer teacher passes).
+    precompute: Literal["auto", "never"] = "auto"
 
     def teachers(self) -> list[str]:
         return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)

@@ -227,6 +227,7 @@ def test_mismatched_teacher_is_refused(tmp_path, teacher_run):
         ("distill.teacher=nowhere", "distill.teacher = 'nowhere': no such run folder"),
         ("distill.alpha=2", "distill.alpha = 2"),
         ("distill.temprature=2", "distill.temprature: unknown key (did you mean 'temperature'?)"),
+        ("distill.precompute=always", "distill.precompute = 'always'"),
     ],
 )
 def test_bad_distill_input_is_one_line_exit_2(tmp_path, teacher_run, override, message):

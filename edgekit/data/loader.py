@@ -38,27 +38,40 @@ def _uniform(low: float, high: float, n: int, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def affine(x: torch.Tensor, p: AugmentParams, generator: torch.Generator) -> torch.Tensor:
-    """Rotate/scale/translate/crop-shift each image by its own random amount in one grid_sample."""
+def affine(x: torch.Tensor, p: AugmentParams, generator: torch.Generator):
+    """Rotate/scale/translate/crop-shift each image by its own random amount in one grid_sample.
+
+    Returns the images and the whole-pixel crop shifts drawn (B, 2: x, y), or None without cropping.
+    """
     b, _, h, w = x.shape
     angle = _uniform(-p.rotate, p.rotate, b, generator) * (math.pi / 180)
     zoom = _uniform(p.scale[0], p.scale[1], b, generator)
     # affine_grid works in [-1, 1] coordinates, so a shift of a fraction f of the width is 2f.
     shift = _uniform(-2 * p.translate, 2 * p.translate, 2 * b, generator).view(b, 2)
+    pixels = None
     if p.crop_padding:
         # Whole-pixel shifts with zero fill are exactly a random crop of the zero-padded image.
         pixels = torch.randint(-p.crop_padding, p.crop_padding + 1, (b, 2), generator=generator)
         shift += 2 * pixels / torch.tensor([w, h])
+    return warp(x, angle, zoom, shift), pixels
+
+
+def warp(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Each image rotated by `angle` (radians), zoomed by `zoom` and shifted by `shift` ([-1, 1] units)."""
     cos, sin = angle.cos() / zoom, angle.sin() / zoom
-    theta = torch.stack([cos, -sin, shift[:, 0], sin, cos, shift[:, 1]], dim=1).view(b, 2, 3)
+    theta = torch.stack([cos, -sin, shift[:, 0], sin, cos, shift[:, 1]], dim=1).view(len(x), 2, 3)
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch."""
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+def hflip(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror a random half of the batch; returns the images and which were mirrored (B,)."""
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    return mirror(x, flip), flip
+
+
+def mirror(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    return torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def erase(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
@@ -154,6 +167,8 @@ class DeviceLoader:
         self.num_classes = num_classes
         mixing = self.augment.mixup or self.augment.cutmix
         self.mixer = Mixer(self.augment.mixup, self.augment.cutmix, num_classes) if mixing else None
+        self._views: torch.Tensor | None = None
+        self.drawn: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def __len__(self) -> int:
         n = len(self.labels) // self.world
@@ -169,19 +184,59 @@ class DeviceLoader:
             order = order[: n - n % self.world][self.rank :: self.world]
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.batch(self.images[index], self.labels[index])
+            x, y = self.batch(self.images[index], self.labels[index])
+            self.drawn = (index, self._views)  # which images, in which views: what a TeacherBank looks up
+            yield x, y
 
     def batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images → augmented, normalized float32 batch (and soft labels under mixing)."""
         aug, g = self.augment, self.generator
         x = images.float().div_(255)
+        pixels, flip = None, None
         if aug.geometric():
-            x = affine(x, aug, g)
+            x, pixels = affine(x, aug, g)
         if aug.hflip:
-            x = hflip(x, g)
+            x, flip = hflip(x, g)
+        self._views = self._view_numbers(len(x), pixels, flip)
         x = (x - self.mean) / self.std
         if aug.erasing:
             x = erase(x, aug.erasing, g)
         if self.mixer is not None:
             return self.mixer(x, labels, g)
         return x, labels
+
+    def view_count(self) -> int | None:
+        """How many distinct versions of an image the augmentation draws from, when that is a finite set
+        (whole-pixel crops and flips only: (2·crop_padding + 1)² shifts × 2 mirrorings); None when it
+        draws from a continuum (rotation, translation, zoom, erasing, mixing)."""
+        a = self.augment
+        if a.rotate or a.translate or a.scale != (1.0, 1.0) or a.erasing or a.mixup or a.cutmix:
+            return None
+        return (2 * a.crop_padding + 1) ** 2 * (2 if a.hflip else 1)
+
+    def _view_numbers(self, b: int, pixels: torch.Tensor | None, flip: torch.Tensor | None):
+        """Each image's view as a number in [0, view_count()): (shift row, shift column, mirrored)."""
+        if self.view_count() is None:
+            return None
+        pad, side = self.augment.crop_padding, 2 * self.augment.crop_padding + 1
+        cell = (
+            torch.zeros(b, dtype=torch.int64)
+            if pixels is None
+            else (pixels[:, 1] + pad) * side + pixels[:, 0] + pad
+        )
+        return (cell * 2 + flip.long() if flip is not None else cell).to(self.device)
+
+    def render(self, images_uint8: torch.Tensor, view: int) -> torch.Tensor:
+        """`images_uint8` as the augmentation draws them in view number `view`, normalized: the same
+        operations as `batch`, with the shift and mirroring fixed instead of drawn."""
+        a, pad = self.augment, self.augment.crop_padding
+        cell, mirrored = divmod(view, 2) if a.hflip else (view, 0)
+        dy, dx = divmod(cell, 2 * pad + 1)
+        x = images_uint8.float().div_(255)
+        b, _, h, w = x.shape
+        if pad:
+            pixels = torch.tensor([dx - pad, dy - pad]).expand(b, 2)
+            x = warp(x, torch.zeros(b), torch.ones(b), 2 * pixels / torch.tensor([w, h]))
+        if a.hflip:
+            x = mirror(x, torch.full((b,), bool(mirrored)))
+        return (x - self.mean) / self.std

@@ -65,7 +65,7 @@ def range_test(recipe, params: RangeParams | None = None) -> RangeTest:
     from edgekit.train.run import build_state
 
     p = params or RangeParams()
-    state = build_state(recipe, prepare_for(recipe))
+    state = build_state(recipe, prepare_for(recipe), bank=False)
     net = state.net if state.net is not None else state.model
     net.train()
     result, average, best = RangeTest(), 0.0, math.inf

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from pydantic import BaseModel
 from torch import nn
@@ -30,11 +32,13 @@ class Distill:
         self.teacher, self.method = teacher, method
         self.loss = KD_LOSSES.get(method, "distill.method").fn
         self.params = params
+        # The teacher's logits for the batch just drawn, looked up instead of computed (a TeacherBank).
+        self.precomputed: Callable[[], torch.Tensor] | None = None
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():  # inside the loop's autocast: the teacher runs in mixed precision on CUDA
-            teacher_logits = self.teacher(x)
+            teacher_logits = self.precomputed() if self.precomputed is not None else self.teacher(x)
         logits = model(x)
         return self.loss(logits, teacher_logits, y, self.params), logits

@@ -23,6 +23,7 @@ from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
 from edgekit.train.summary import EVAL_BATCH, summarize
 from edgekit.train.teacher import distillation
+from edgekit.train.teacher_bank import TeacherBank, worthwhile
 from edgekit.train.track import Silent, Tracker
 
 
@@ -109,8 +110,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_state(recipe: Recipe, data: Prepared) -> State:
-    """Model, loaders, optimizer, schedule, AMP and EMA as the recipe says, seeded for reproducibility."""
+def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
+    """Model, loaders, optimizer, schedule, AMP and EMA as the recipe says, seeded for reproducibility.
+
+    `bank=False` never precomputes the teacher's logits (a few hundred steps, as lr-find's, do not repay it).
+    """
     t, device = recipe.train, pick_device(recipe.train.device)
     torch.manual_seed(recipe.seed)
     spec = ModelSpec(
@@ -160,6 +164,8 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
     objective = Supervised(t.label_smoothing)
     if recipe.distill is not None:
         objective, meta["distill"] = distillation(recipe.distill, meta, val, device)
+        if bank and recipe.distill.precompute == "auto":
+            meta["distill"]["precomputed"] = precompute(objective, train, t.epochs, world)
     optimizer = OPTIMIZERS.get(t.optimizer.name).fn(_params(OPTIMIZERS, t.optimizer), model)
     mode = "max" if t.monitor == "val_acc" else "min"
     schedule = SCHEDULERS.get(t.scheduler.name).fn(
@@ -188,6 +194,17 @@ def build_state(recipe: Recipe, data: Prepared) -> State:
         min_delta=t.early_stop.min_delta,
         meta={**meta, "test": data.test},
     )
+
+
+def precompute(objective, train: DeviceLoader, epochs: int, world: int) -> dict[str, Any] | None:
+    """Give a distillation objective a TeacherBank when it pays (`teacher_bank.worthwhile`); what was
+    banked, for the run's summary, or None."""
+    if not worthwhile(train, epochs, train.num_classes, world):
+        return None
+    started = time.perf_counter()
+    bank = TeacherBank(objective.teacher, train)
+    objective.precomputed = bank.current
+    return {"views": bank.logits.shape[1], "seconds": round(time.perf_counter() - started, 2)}
 
 
 def amp_dtype_for(device: torch.device) -> torch.dtype | None:
@@ -240,6 +257,11 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
             f"distilling with {d['method']} from {', '.join(d['teachers'])}: teacher val accuracy "
             + ", ".join(f"{a:.2%}" for a in d["teacher_val_acc"])
         )
+        if d.get("precomputed"):
+            bank = d["precomputed"]
+            console.print(
+                f"teacher logits precomputed for {bank['views']} views of each image ({bank['seconds']} s)"
+            )
     extra = {"params": m["params"], "macs": m["macs"]}
     if "distill" in m:
         extra["teacher_val_acc"] = m["distill"]["ensemble_val_acc"]

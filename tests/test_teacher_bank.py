@@ -1,0 +1,89 @@
+"""The teacher bank: logits precomputed per augmented view are exactly what the teacher says on each batch."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from edgekit.data.loader import AugmentParams, DeviceLoader
+from edgekit.train.teacher_bank import TeacherBank, worthwhile
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _loader(augment: dict) -> DeviceLoader:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (100, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (100,), generator=g)
+    return DeviceLoader(
+        images, labels, 16, [0.3], [0.3], augment=AugmentParams(**augment), shuffle=True, generator=g
+    )
+
+
+@pytest.mark.parametrize(
+    ("augment", "views"),
+    [({"crop_padding": 2, "hflip": True}, 50), ({"crop_padding": 1}, 9), ({"hflip": True}, 2), ({}, 1)],
+)
+def test_bank_gives_the_teachers_logits_for_every_batch_drawn(augment, views):
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 10))
+    loader = _loader(augment)
+    bank = TeacherBank(teacher, loader)
+    assert loader.view_count() == views and bank.logits.shape == (100, views, 10)
+    with torch.no_grad():
+        for _ in range(3):  # epochs: different shuffles, shifts and flips
+            for x, _ in loader:
+                assert torch.allclose(bank.current(), teacher(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("augment", [{"rotate": 5}, {"scale": [0.9, 1.1]}, {"erasing": 0.2}, {"mixup": 0.2}])
+def test_continuous_augmentation_has_no_bank(augment):
+    loader = _loader({"crop_padding": 1, **augment})
+    assert loader.view_count() is None
+    assert not worthwhile(loader, epochs=1000, num_classes=10)
+
+
+def test_bank_only_when_it_asks_the_teacher_less_than_the_run_would():
+    loader = _loader({"crop_padding": 1})  # 9 views
+    assert worthwhile(loader, epochs=10, num_classes=10)
+    assert not worthwhile(loader, epochs=9, num_classes=10)
+    assert not worthwhile(loader, epochs=10, num_classes=10, world=2)  # each rank sees half the images
+
+
+def _metrics(run: Path) -> list[dict]:
+    return list(csv.DictReader((run / "metrics.csv").open()))
+
+
+def test_banked_run_matches_the_live_teacher_and_records_it(tmp_path):
+    teacher = ["train.epochs=3", "name=teacher", "track.wandb=disabled", "--runs-dir", str(tmp_path)]
+    result = runner.invoke(app, ["train", str(ROOT / "recipes" / "lenet_small.yaml"), *teacher])
+    assert result.exit_code == 0, result.output
+    runs = {}
+    for mode in ("auto", "never"):
+        args = [
+            f"distill.teacher={tmp_path / 'teacher'}",
+            f"distill.precompute={mode}",
+            "data.augment={crop_padding: 1}",
+            "train.epochs=10",
+            f"name={mode}",
+            "track.wandb=disabled",
+        ]
+        result = runner.invoke(
+            app, ["train", str(ROOT / "recipes" / "lenet_2k_kd.yaml"), *args, "--runs-dir", str(tmp_path)]
+        )
+        assert result.exit_code == 0, result.output
+        runs[mode] = tmp_path / mode
+    banked = json.loads((runs["auto"] / "summary.json").read_text())["distill"]["precomputed"]
+    assert banked["views"] == 9
+    assert json.loads((runs["never"] / "summary.json").read_text())["distill"].get("precomputed") is None
+    # Same batches, same teacher logits: the first epoch agrees to float rounding (later ones may drift).
+    first = [_metrics(runs[m])[0] for m in ("auto", "never")]
+    assert float(first[0]["train_loss"]) == pytest.approx(float(first[1]["train_loss"]), rel=1e-5)
+    assert first[0]["val_acc"] == first[1]["val_acc"]

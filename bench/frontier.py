@@ -100,7 +100,11 @@ BENCHES = {
 
 # Schema fields added after runs were cached, each with the default that reproduces the behaviour from
 # before: left out of the key while they hold it, so a growing schema does not throw the cache away.
-LATER_DEFAULTS: dict[tuple[str, str], object] = {("model", "downsample"): None}
+# distill.precompute changes how often the teacher is asked, not what it answers (docs/train.md).
+LATER_DEFAULTS: dict[tuple[str, str], object] = {
+    ("model", "downsample"): None,
+    ("distill", "precompute"): "auto",
+}
 
 
 def cache_key(resolved: dict) -> str:
@@ -108,8 +112,9 @@ def cache_key(resolved: dict) -> str:
     resolved = {section: dict(v) if isinstance(v, dict) else v for section, v in resolved.items()}
     resolved.pop("track")
     for (section, name), default in LATER_DEFAULTS.items():
-        if resolved.get(section, {}).get(name, default) == default:
-            resolved.get(section, {}).pop(name, None)
+        values = resolved.get(section) or {}  # distill is None for a run trained alone
+        if values.get(name, default) == default:
+            values.pop(name, None)
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -84,7 +84,7 @@ def main() -> None:
         args.out,
         "Teacher logits precomputed per view",
         "python bench/teacher_bank.py " + " ".join(sys.argv[1:]),
-        f"{cpu()}, one thread, nothing else running. `{args.recipe}` for {args.epochs} epochs, distilled "
+        f"{cpu()}, one thread. `{args.recipe}` for {args.epochs} epochs, distilled "
         f"(hinton) from the {members}-member Fashion ensemble of `bench/frontier.py`; wall = "
         "the whole `edgekit train` call (data, teacher checks, the bank's fill, training, test).",
         {"seed": "l", "arm": "l", "wall s": "r", "bank fill s": "r", "val acc": "r", "test acc": "r"},

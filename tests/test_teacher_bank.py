@@ -61,29 +61,42 @@ def _metrics(run: Path) -> list[dict]:
     return list(csv.DictReader((run / "metrics.csv").open()))
 
 
-def test_banked_run_matches_the_live_teacher_and_records_it(tmp_path):
+def test_banked_run_matches_the_live_teacher_and_the_next_student_reuses_the_bank(tmp_path):
     teacher = ["train.epochs=3", "name=teacher", "track.wandb=disabled", "--runs-dir", str(tmp_path)]
     result = runner.invoke(app, ["train", str(ROOT / "recipes" / "lenet_small.yaml"), *teacher])
     assert result.exit_code == 0, result.output
     runs = {}
-    for mode in ("auto", "never"):
+    for name, mode, seed in (("auto", "auto", 0), ("never", "never", 0), ("again", "auto", 1)):
         args = [
             f"distill.teacher={tmp_path / 'teacher'}",
             f"distill.precompute={mode}",
             "data.augment={crop_padding: 1}",
             "train.epochs=10",
-            f"name={mode}",
+            f"seed={seed}",
+            f"name={name}",
             "track.wandb=disabled",
         ]
-        result = runner.invoke(
-            app, ["train", str(ROOT / "recipes" / "lenet_2k_kd.yaml"), *args, "--runs-dir", str(tmp_path)]
-        )
+        recipe = str(ROOT / "recipes" / "lenet_2k_kd.yaml")
+        result = runner.invoke(app, ["train", recipe, *args, "--runs-dir", str(tmp_path)])
         assert result.exit_code == 0, result.output
-        runs[mode] = tmp_path / mode
-    banked = json.loads((runs["auto"] / "summary.json").read_text())["distill"]["precomputed"]
-    assert banked["views"] == 9
-    assert json.loads((runs["never"] / "summary.json").read_text())["distill"].get("precomputed") is None
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())["distill"].get("precomputed")
+    assert runs["auto"]["views"] == 9 and not runs["auto"]["reused"]
+    assert runs["never"] is None
+    assert runs["again"]["reused"]  # another student of the same teacher on the same images
     # Same batches, same teacher logits: the first epoch agrees to float rounding (later ones may drift).
-    first = [_metrics(runs[m])[0] for m in ("auto", "never")]
+    first = [_metrics(tmp_path / name)[0] for name in ("auto", "never")]
     assert float(first[0]["train_loss"]) == pytest.approx(float(first[1]["train_loss"]), rel=1e-5)
     assert first[0]["val_acc"] == first[1]["val_acc"]
+
+
+def test_a_retrained_teacher_gets_a_new_bank(tmp_path):
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    loader = _loader({"hflip": True})
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights, first training")
+    first = TeacherBank(teacher, loader, [checkpoint])
+    assert not first.reused and TeacherBank(teacher, loader, [checkpoint]).reused
+    checkpoint.write_bytes(b"weights, second training")
+    torch.nn.init.zeros_(teacher[1].weight)
+    second = TeacherBank(teacher, loader, [checkpoint])
+    assert not second.reused and not torch.equal(first.logits, second.logits)

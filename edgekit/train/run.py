@@ -165,7 +165,8 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
     if recipe.distill is not None:
         objective, meta["distill"] = distillation(recipe.distill, meta, val, device)
         if bank and recipe.distill.precompute == "auto":
-            meta["distill"]["precomputed"] = precompute(objective, train, t.epochs, world)
+            sources = [Path(f) for f in meta["distill"]["teachers"]]
+            meta["distill"]["precomputed"] = precompute(objective, train, t.epochs, world, sources)
     optimizer = OPTIMIZERS.get(t.optimizer.name).fn(_params(OPTIMIZERS, t.optimizer), model)
     mode = "max" if t.monitor == "val_acc" else "min"
     schedule = SCHEDULERS.get(t.scheduler.name).fn(
@@ -196,15 +197,18 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
     )
 
 
-def precompute(objective, train: DeviceLoader, epochs: int, world: int) -> dict[str, Any] | None:
+def precompute(
+    objective, train: DeviceLoader, epochs: int, world: int, sources: list[Path]
+) -> dict[str, Any] | None:
     """Give a distillation objective a TeacherBank when it pays (`teacher_bank.worthwhile`); what was
     banked, for the run's summary, or None."""
     if not worthwhile(train, epochs, train.num_classes, world):
         return None
     started = time.perf_counter()
-    bank = TeacherBank(objective.teacher, train)
+    bank = TeacherBank(objective.teacher, train, sources)
     objective.precomputed = bank.current
-    return {"views": bank.logits.shape[1], "seconds": round(time.perf_counter() - started, 2)}
+    seconds = round(time.perf_counter() - started, 2)
+    return {"views": bank.logits.shape[1], "seconds": seconds, "reused": bank.reused}
 
 
 def amp_dtype_for(device: torch.device) -> torch.dtype | None:

@@ -3,6 +3,7 @@
     python bench/frontier.py                 # both benchmarks → bench/frontier.md + bench/frontier.png
     python bench/frontier.py --quick         # smoke run: 2 rungs, 1 seed, 2 epochs, written to a temp folder
     python bench/frontier.py --bench fashion --methods hinton,dist
+    python bench/frontier.py --jobs 2        # two training processes of one thread each (2 cores)
 
 Benchmarks: **fashion** is Fashion-MNIST cut to 180 training images per class (1,530 train, 270 val) and
 scored on the official 10,000 test images, over 5 training seeds on one split; **digits** is
@@ -18,14 +19,14 @@ runs of a seed share the data split, the seed and the epochs, so their differenc
 gives its mean with a 95% t interval over seeds. Teachers and finished runs are cached in
 runs/frontier/ (keyed by the resolved recipe), so an interrupted run picks up where it stopped, and
 workers given different `--rungs` share what each has finished; a last call over everything is all cache
-hits and writes the complete report.
+hits and writes the complete report. `--jobs N` does that itself: it trains in waves of N processes
+(teachers and students alone, then the method study, then the distilled ladder) and then reports.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import math
 import statistics
 import sys
 import tempfile
@@ -33,8 +34,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, cpu, train
+from common import ROOT, cpu
 from frontier_report import RUNGS, markdown, plot
+from frontier_runs import Cache, train_in_waves
 from rich.console import Console
 
 import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
@@ -98,63 +100,6 @@ BENCHES = {
 }
 
 
-# Schema fields added after runs were cached, each with the default that reproduces the behaviour from
-# before: left out of the key while they hold it, so a growing schema does not throw the cache away.
-# distill.precompute changes how often the teacher is asked, not what it answers (docs/train.md).
-LATER_DEFAULTS: dict[tuple[str, str], object] = {
-    ("model", "downsample"): None,
-    ("distill", "precompute"): "auto",
-}
-
-
-def cache_key(resolved: dict) -> str:
-    """The hash of a resolved recipe (as dumped to JSON), without `track` and later fields at default."""
-    resolved = {section: dict(v) if isinstance(v, dict) else v for section, v in resolved.items()}
-    resolved.pop("track")
-    for (section, name), default in LATER_DEFAULTS.items():
-        values = resolved.get(section) or {}  # distill is None for a run trained alone
-        if values.get(name, default) == default:
-            values.pop(name, None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class Cache:
-    """Finished runs' summaries by the hash of their resolved recipe: reruns skip what is done."""
-
-    def __init__(self, folder: Path, console: Console):
-        self.folder, self.console = folder, console
-        self.file = folder / "cache.jsonl"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.done: dict[str, dict] = {}
-        self.reload()
-
-    def reload(self) -> None:
-        """What every process sharing the cache has finished (workers may split the rungs between them)."""
-        lines = self.file.read_text().splitlines() if self.file.exists() else []
-        self.done = {d["key"]: d["summary"] for d in map(json.loads, lines)}
-
-    def train(self, recipe: str, overrides: list[str]) -> dict:
-        key = cache_key(load(ROOT / "recipes" / f"{recipe}.yaml", overrides).model_dump(mode="json"))
-        if key not in self.done:
-            self.reload()
-        if key not in self.done:
-            started = time.perf_counter()
-            summary = train(recipe, overrides, self.folder / "runs")
-            summary["bench_s"] = round(time.perf_counter() - started, 1)
-            with self.file.open("a") as f:
-                f.write(
-                    json.dumps({"key": key, "recipe": recipe, "overrides": overrides, "summary": summary})
-                )
-                f.write("\n")
-            self.done[key] = summary
-        s = self.done[key]
-        self.console.print(
-            f"{recipe} {' '.join(overrides)} → val {s['val_acc']:.2%} test {s['test_acc']:.2%}",
-            markup=False,  # overrides hold brackets (lists), which are rich markup
-        )
-        return s
-
-
 def teachers(bench: Bench, cache: Cache, common: list[str]) -> dict[int, list[dict]]:
     """seed → the summaries of the teacher ensemble's members: one ensemble for all seeds, or one per
     split."""
@@ -183,7 +128,7 @@ def as_teacher(kd: dict, members: list[dict]) -> dict:
 
 
 def ladder(
-    bench: Bench, rungs: list[str], method: str, cache: Cache, common: list[str], students: list[str]
+    bench: Bench, rungs: list[str], method: str | None, cache: Cache, common: list[str], students: list[str]
 ) -> list[dict]:
     """Each rung alone and distilled with `method`, over the bench's seeds (`students`: the students'
     overrides, `common` plus any of their own)."""
@@ -195,6 +140,8 @@ def ladder(
         for seed in bench.seeds:
             base = [*bench.overrides, *model, *bench.seed_overrides(seed), *students]
             row["alone"].append(cache.train(f"fashion/{rung}", base))
+            if method is None:  # planning: the method is chosen once its study has run
+                continue
             row["kd"].append(cache.train(f"fashion/{rung}", [*base, *distilled(tutors[seed], method)]))
             row["teacher"].append(as_teacher(row["kd"][-1], tutors[seed]))
         rows.append(row)
@@ -215,6 +162,8 @@ def choose_method(
             base = [*bench.overrides, *model, *bench.seed_overrides(seed), *students]
             runs.append(cache.train("fashion/r2k", [*base, *distilled(tutors[seed], method)]))
         study.append({"method": method, "runs": runs, "val": statistics.mean(r["val_acc"] for r in runs)})
+    if any(math.isnan(s["val"]) for s in study):  # planning, before the runs exist: not chosen yet
+        return None, study
     return max(study, key=lambda s: s["val"])["method"], study
 
 
@@ -236,6 +185,9 @@ def main() -> None:
         "--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)"
     )
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "frontier", help="runs and their cache")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="training processes (one thread each); 2 on 2 cores"
+    )
     args = parser.parse_args()
     console = Console()
     started = time.perf_counter()
@@ -249,21 +201,24 @@ def main() -> None:
     students = [*common, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
     out = args.out or (Path(tempfile.mkdtemp()) if args.quick else ROOT / "bench")
     out.mkdir(parents=True, exist_ok=True)  # before the runs: a bad --out fails now, not after hours
-    cache = Cache(args.cache, console)
-    results = []
+    benches = []
     for name in args.bench.split(","):
         bench = BENCHES[name]
         if args.seeds or args.quick:
             bench.seeds = [int(s) for s in (args.seeds or "0").split(",")]
-        method, study = choose_method(bench, methods, cache, common, students)
-        results.append(
-            {
-                "bench": bench,
-                "method": method,
-                "study": study,
-                "rows": ladder(bench, rungs, method, cache, common, students),
-            }
-        )
+        benches.append(bench)
+
+    def measure(cache: Cache) -> list[dict]:
+        results = []
+        for bench in benches:
+            method, study = choose_method(bench, methods, cache, common, students)
+            rows = ladder(bench, rungs, method, cache, common, students)
+            results.append({"bench": bench, "method": method, "study": study, "rows": rows})
+        return results
+
+    if args.jobs > 1:
+        train_in_waves(measure, args.cache, args.jobs, console)
+    results = measure(Cache(args.cache, console))
     command = "python bench/frontier.py " + " ".join(sys.argv[1:])
     minutes = (time.perf_counter() - started) / 60
     (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results))

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 from common import ROOT, cpu, mean_std, row, train, write_markdown
-from frontier import BENCHES, Cache, distilled, teachers
+from frontier import BENCHES, distilled, teachers
+from frontier_runs import Cache
 from rich.console import Console
 
 ARMS = {

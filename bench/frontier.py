@@ -190,7 +190,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     console = Console()
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     common = ["train.device=cpu"]
     rungs, methods = args.rungs.split(","), args.methods.split(",")
     if args.quick:
@@ -221,7 +221,7 @@ def main() -> None:
     results = measure(Cache(args.cache, console))
     command = "python bench/frontier.py " + " ".join(sys.argv[1:])
     minutes = (time.perf_counter() - started) / 60
-    (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results))
+    (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results, started_at))
     plot(results, out / "frontier.png")
     console.print(f"wrote {out / 'frontier.md'} and {out / 'frontier.png'} ({minutes:.0f} min)")
 

@@ -66,6 +66,7 @@ class Cache:
             started = time.perf_counter()
             summary = train(recipe, overrides, self.folder / "runs")
             summary["bench_s"] = round(time.perf_counter() - started, 1)
+            summary["finished_at"] = time.time()  # which call trained it: the whole-run goal needs to know
             with self.file.open("a") as f:
                 f.write(
                     json.dumps({"key": key, "recipe": recipe, "overrides": overrides, "summary": summary})

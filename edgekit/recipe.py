@@ -76,8 +76,7 @@ class DistillSection(Choice):
     # Refuse a teacher scoring below this on the student's val split (default: twice chance), the
     # symptom of unloaded weights or mismatched preprocessing.
     min_teacher_acc: float | None = Field(None, ge=0, le=1)
-    # auto: when the augmentation draws from a finite set of views (whole-pixel crops, flips), compute the
-    # teacher's logits for each view once instead of every step (same logits, far fewer teacher passes).
+    # auto: the teacher's logits computed once per view when crops/flips draw finitely many (docs/train.md)
     precompute: Literal["auto", "never"] = "auto"
 
     def teachers(self) -> list[str]:

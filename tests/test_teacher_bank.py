@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 from edgekit.data.loader import AugmentParams, DeviceLoader
-from edgekit.train.teacher_bank import TeacherBank, worthwhile
+from edgekit.train.teacher_bank import TeacherBank, identity, worthwhile
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +47,14 @@ def test_bank_gives_the_teachers_logits_for_every_batch_drawn(augment, views):
 def test_continuous_augmentation_has_no_bank(augment):
     loader = _loader({"crop_padding": 1, **augment})
     assert loader.view_count() is None
-    assert not worthwhile(loader, epochs=1000, num_classes=10)
+    assert not worthwhile(loader, epochs=1000)
 
 
 def test_bank_only_when_it_asks_the_teacher_less_than_the_run_would():
     loader = _loader({"crop_padding": 1})  # 9 views
-    assert worthwhile(loader, epochs=10, num_classes=10)
-    assert not worthwhile(loader, epochs=9, num_classes=10)
-    assert not worthwhile(loader, epochs=10, num_classes=10, world=2)  # each rank sees half the images
+    assert worthwhile(loader, epochs=10)
+    assert not worthwhile(loader, epochs=9)
+    assert not worthwhile(loader, epochs=10, world=2)  # each rank sees half the images
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -89,14 +89,15 @@ def test_banked_run_matches_the_live_teacher_and_the_next_student_reuses_the_ban
     assert first[0]["val_acc"] == first[1]["val_acc"]
 
 
-def test_a_retrained_teacher_gets_a_new_bank(tmp_path):
+def test_a_retrained_teacher_or_another_split_gets_a_new_bank(tmp_path):
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     loader = _loader({"hflip": True})
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"weights, first training")
-    first = TeacherBank(teacher, loader, [checkpoint])
-    assert not first.reused and TeacherBank(teacher, loader, [checkpoint]).reused
+    first = TeacherBank(teacher, loader, identity([checkpoint], "split-a"))
+    assert not first.reused and TeacherBank(teacher, loader, identity([checkpoint], "split-a")).reused
+    assert not TeacherBank(teacher, loader, identity([checkpoint], "split-b")).reused
     checkpoint.write_bytes(b"weights, second training")
     torch.nn.init.zeros_(teacher[1].weight)
-    second = TeacherBank(teacher, loader, [checkpoint])
+    second = TeacherBank(teacher, loader, identity([checkpoint], "split-a"))
     assert not second.reused and not torch.equal(first.logits, second.logits)

@@ -167,8 +167,8 @@ class DeviceLoader:
         self.num_classes = num_classes
         mixing = self.augment.mixup or self.augment.cutmix
         self.mixer = Mixer(self.augment.mixup, self.augment.cutmix, num_classes) if mixing else None
-        self._views: torch.Tensor | None = None
-        self.drawn: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._draws: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        self.drawn: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
 
     def __len__(self) -> int:
         n = len(self.labels) // self.world
@@ -185,7 +185,7 @@ class DeviceLoader:
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             x, y = self.batch(self.images[index], self.labels[index])
-            self.drawn = (index, self._views)  # which images, in which views: what a TeacherBank looks up
+            self.drawn = (index, *self._draws)  # which images, shifted and mirrored how: see drawn_views
             yield x, y
 
     def batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +197,7 @@ class DeviceLoader:
             x, pixels = affine(x, aug, g)
         if aug.hflip:
             x, flip = hflip(x, g)
-        self._views = self._view_numbers(len(x), pixels, flip)
+        self._draws = (pixels, flip)
         x = (x - self.mean) / self.std
         if aug.erasing:
             x = erase(x, aug.erasing, g)
@@ -214,17 +214,18 @@ class DeviceLoader:
             return None
         return (2 * a.crop_padding + 1) ** 2 * (2 if a.hflip else 1)
 
-    def _view_numbers(self, b: int, pixels: torch.Tensor | None, flip: torch.Tensor | None):
-        """Each image's view as a number in [0, view_count()): (shift row, shift column, mirrored)."""
-        if self.view_count() is None:
-            return None
+    def drawn_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last batch's images and the number of each one's view, in [0, view_count()) as `render`
+        numbers them: (shift row · side + shift column) · 2 + mirrored. Only asked for by a TeacherBank,
+        so runs without one never compute it."""
+        index, pixels, flip = self.drawn
         pad, side = self.augment.crop_padding, 2 * self.augment.crop_padding + 1
-        cell = (
-            torch.zeros(b, dtype=torch.int64)
-            if pixels is None
-            else (pixels[:, 1] + pad) * side + pixels[:, 0] + pad
-        )
-        return (cell * 2 + flip.long() if flip is not None else cell).to(self.device)
+        if pixels is None:
+            cell = torch.zeros(len(index), dtype=torch.int64)
+        else:
+            cell = (pixels[:, 1] + pad) * side + pixels[:, 0] + pad
+        views = cell * 2 + flip.long() if flip is not None else cell
+        return index, views.to(self.device)
 
     def render(self, images_uint8: torch.Tensor, view: int) -> torch.Tensor:
         """`images_uint8` as the augmentation draws them in view number `view`, normalized: the same

@@ -23,7 +23,7 @@ from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
 from edgekit.train.summary import EVAL_BATCH, summarize
 from edgekit.train.teacher import distillation
-from edgekit.train.teacher_bank import TeacherBank, worthwhile
+from edgekit.train.teacher_bank import TeacherBank, identity, worthwhile
 from edgekit.train.track import Silent, Tracker
 
 
@@ -165,8 +165,8 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
     if recipe.distill is not None:
         objective, meta["distill"] = distillation(recipe.distill, meta, val, device)
         if bank and recipe.distill.precompute == "auto":
-            sources = [Path(f) for f in meta["distill"]["teachers"]]
-            meta["distill"]["precomputed"] = precompute(objective, train, t.epochs, world, sources)
+            names = identity([Path(f) for f in meta["distill"]["teachers"]], data.fingerprint)
+            meta["distill"]["precomputed"] = precompute(objective, train, t.epochs, world, names)
     optimizer = OPTIMIZERS.get(t.optimizer.name).fn(_params(OPTIMIZERS, t.optimizer), model)
     mode = "max" if t.monitor == "val_acc" else "min"
     schedule = SCHEDULERS.get(t.scheduler.name).fn(
@@ -198,14 +198,14 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
 
 
 def precompute(
-    objective, train: DeviceLoader, epochs: int, world: int, sources: list[Path]
+    objective, train: DeviceLoader, epochs: int, world: int, identity: dict
 ) -> dict[str, Any] | None:
     """Give a distillation objective a TeacherBank when it pays (`teacher_bank.worthwhile`); what was
     banked, for the run's summary, or None."""
-    if not worthwhile(train, epochs, train.num_classes, world):
+    if not worthwhile(train, epochs, world):
         return None
     started = time.perf_counter()
-    bank = TeacherBank(objective.teacher, train, sources)
+    bank = TeacherBank(objective.teacher, train, identity)
     objective.precomputed = bank.current
     seconds = round(time.perf_counter() - started, 2)
     return {"views": bank.logits.shape[1], "seconds": seconds, "reused": bank.reused}

@@ -9,7 +9,6 @@ once per view and looks the answer up: the same logits, not an approximation.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from edgekit.data.cache import cache_path, cached
 from edgekit.data.loader import DeviceLoader
+from edgekit.data.sources import file_fingerprint
 
 CHUNK = 128  # images per teacher forward while filling the bank: on CPU, 1024 ran at half the speed
 MAX_BYTES = 1 << 30  # beyond this a bank costs more memory than a small-data run should
@@ -26,24 +26,32 @@ class TeacherBank:
     """Logits (images, views, classes) of `teacher` on every view `loader` can draw; `current()` gives
     those of the batch the loader yielded last.
 
-    With `sources` (the teachers' checkpoint files) the bank is kept in edgekit's cache, keyed by the
-    checkpoints' and the training images' contents, so the students of one teacher (seeds, sweep trials,
-    a ladder) fill it once between them.
+    With an `identity` (see `identity()`: the teachers' and the training images' fingerprints) the bank is
+    kept in edgekit's cache, so the students of one teacher (seeds, sweep trials, a ladder) fill it once
+    between them.
     """
 
-    def __init__(self, teacher: nn.Module, loader: DeviceLoader, sources: list[Path] | None = None):
+    def __init__(self, teacher: nn.Module, loader: DeviceLoader, identity: dict | None = None):
         self.loader = loader
-        if sources is None:
+        if identity is None:
             self.logits, self.reused = _fill(teacher, loader), False
             return
-        key = _key(loader, sources)
+        # The logits also depend on the student's normalization (the teacher converts from it) and on the
+        # views the augmentation draws.
+        a = loader.augment
+        key = {
+            "kind": "teacher_bank",
+            **identity,
+            "mean": loader.mean.flatten().tolist(),
+            "std": loader.std.flatten().tolist(),
+            "views": {"crop_padding": a.crop_padding, "hflip": a.hflip},
+        }
         self.reused = cache_path(key).is_file()
-        self.logits = cached(key, lambda: {"logits": _fill(teacher, loader).cpu()})["logits"].to(
-            loader.device
-        )
+        filled = cached(key, lambda: {"logits": _fill(teacher, loader).cpu()})["logits"]
+        self.logits = filled.to(loader.device)
 
     def current(self) -> torch.Tensor:
-        index, views = self.loader.drawn
+        index, views = self.loader.drawn_views()
         return self.logits[index, views]
 
 
@@ -61,30 +69,18 @@ def _fill(teacher: nn.Module, loader: DeviceLoader) -> torch.Tensor:
     return torch.stack(per_view, dim=1)
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def identity(checkpoints: list[Path], data_fingerprint: str) -> dict:
+    """What names a bank: the teachers' checkpoint files (a retrained teacher is a new file) and the
+    training split (another split or cap is other images), by the fingerprints the project already keeps."""
+    return {"teachers": file_fingerprint(checkpoints), "data": data_fingerprint}
 
 
-def _key(loader: DeviceLoader, sources: list[Path]) -> dict:
-    """What the logits depend on: the teachers' weights, the training images in their order, the
-    student's normalization (the teacher converts from it) and the views the augmentation draws."""
-    a = loader.augment
-    return {
-        "kind": "teacher_bank",
-        "teachers": [_digest(Path(s).read_bytes()) for s in sources],
-        "images": _digest(loader.images.cpu().numpy().tobytes()),
-        "mean": loader.mean.flatten().tolist(),
-        "std": loader.std.flatten().tolist(),
-        "views": {"crop_padding": a.crop_padding, "hflip": a.hflip},
-    }
-
-
-def worthwhile(loader: DeviceLoader, epochs: int, num_classes: int, world: int = 1) -> bool:
+def worthwhile(loader: DeviceLoader, epochs: int, world: int = 1) -> bool:
     """A bank pays when it asks the teacher fewer times than the run would (views < epochs per rank's
     share) and fits in memory; augmentation with continuous draws (rotation, zoom, erasing, mixing) has
     no finite set of views to bank."""
     views = loader.view_count()
     if views is None:
         return False
-    fits = len(loader.images) * views * num_classes * 4 <= MAX_BYTES
+    fits = len(loader.images) * views * loader.num_classes * 4 <= MAX_BYTES
     return fits and views * world < epochs

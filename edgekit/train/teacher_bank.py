@@ -1,5 +1,5 @@
-"""A teacher's logits for every view of every training image, computed once, so distilling costs what
-training alone does.
+"""A teacher's logits for every view of every training image, computed once, so distilling costs little
+more than training alone.
 
 Whole-pixel crops and mirror flips draw each image from a finite set of views ((2·pad + 1)² × 2: 50
 for a 2-pixel crop with flips), so a 300-epoch run asks the frozen teacher about the same 50 views six

@@ -29,6 +29,7 @@ import yaml
 from common import ROOT, cpu
 from rich.console import Console
 
+METRICS = ("val_acc", "test_acc")
 GRID = [float(f"{x:.3g}") for x in np.logspace(-3, 0, 12)]
 # Each benchmark: its default recipes (LeNet, depthwise LeNet, MobileNet) and the overrides that put a
 # recipe on its data (the fashion/ recipes already are; mobilenet_tiny gets Fashion's augmentation).
@@ -45,9 +46,12 @@ BENCHES: dict[str, tuple[list[str], dict]] = {
 }
 
 
-def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Console) -> tuple[list[str], str]:
-    """The recipe's table rows (one per rule) and its val accuracy at every lr; `fixed`: key → value set
-    on every trial and on the range test."""
+def rank_for(
+    recipe: str, fixed: dict, seeds: int, parallel: int, work: Path, console: Console
+) -> tuple[list[str], str]:
+    """The recipe's table rows (one per rule) and its val accuracy at every lr, the mean over `seeds`
+    training seeds; `fixed`: key → value set on every trial and on the range test (which runs once, at
+    the recipe's own seed, as a user's `lr: auto` would)."""
     import edgekit.train  # noqa: F401  (binds the registries the recipe is validated against)
     from edgekit.orchestrate import sweep_run
     from edgekit.orchestrate.sweep import Trial
@@ -69,13 +73,17 @@ def rank_for(recipe: str, fixed: dict, parallel: int, work: Path, console: Conso
         "metric": {"name": "val_acc", "goal": "maximize"},
         "parameters": {
             "train.optimizer.lr": {"values": sorted({*GRID, *rules.values()})},
+            **({"seed": {"values": list(range(seeds))}} if seeds > 1 else {}),
             **{k: {"value": v} for k, v in fixed.items()},
         },
     }
     path = work / f"{recipe.replace('/', '-')}.yaml"
     path.write_text(yaml.safe_dump(sweep))
     rows = sweep_run.run(path, work / "runs", Console(quiet=True), parallel=parallel)
-    by_lr = {r["train.optimizer.lr"]: r for r in rows}
+    by_lr = {  # lr → the mean over seeds of each metric
+        lr: {m: float(np.mean([r[m] for r in rows if r["train.optimizer.lr"] == lr])) for m in METRICS}
+        for lr in {r["train.optimizer.lr"] for r in rows}
+    }
     best = max(GRID, key=lambda lr: by_lr[lr]["val_acc"])
     lines = []
     for name, lr in rules.items():
@@ -101,6 +109,9 @@ def main() -> None:
     )
     parser.add_argument("--bench", choices=BENCHES, default="digits")
     parser.add_argument("--epochs", type=int, help="every trial's epochs (default: each recipe's)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train every lr at seeds 0..N-1 and rank by the mean val"
+    )
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, help="the report (default: bench/tune.md, bench/tune_<bench>.md)")
     parser.add_argument(
@@ -117,15 +128,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        ranked = [rank_for(r, fixed, args.parallel, work, console) for r in recipes]
+        ranked = [rank_for(r, fixed, args.seeds, args.parallel, work, console) for r in recipes]
     rows, curves = zip(*ranked, strict=True)
     lines = [
         "# lr-find's suggestion against a trained lr grid",
         "",
         f"`python bench/tune.py {' '.join(sys.argv[1:])}` — {time.strftime('%Y-%m-%d')}, {cpu()}, "
         f"{(time.perf_counter() - started) / 60:.0f} min. Grid: {', '.join(f'{x:g}' for x in GRID)}; each lr "
-        f"trained with {f'{args.epochs} epochs' if args.epochs else 'the recipe’s epochs'}, seed 0, "
-        f"{args.bench}; ranked by val accuracy (test shown, not used).",
+        f"trained with {f'{args.epochs} epochs' if args.epochs else 'the recipe’s epochs'}, "
+        f"{f'seeds 0–{args.seeds - 1}' if args.seeds > 1 else 'seed 0'}, {args.bench}; ranked by "
+        f"{'mean ' if args.seeds > 1 else ''}val accuracy (test shown, not used). The range test runs "
+        "once, at the recipe's seed.",
         "",
         "The suggestion is `steepest`; `min loss / 10` is the rule lr-find prints beside it.",
         "",

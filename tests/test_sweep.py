@@ -348,9 +348,16 @@ def test_bad_options_and_changed_sweep_file(tmp_path):
     assert result.exit_code == 2 and "was started with a different sweep file" in result.output
 
 
-def test_parallel_trials_divide_the_cores():
+def test_parallel_trials_divide_the_cores(monkeypatch):
     cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert sweep_run._env(2)["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert sweep_run._env(1)["OMP_NUM_THREADS"] == str(cores)
+    # The user's own setting caps each trial's share; one above the share does not raise it.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert sweep_run._env(1)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 8))
+    assert sweep_run._env(1)["OMP_NUM_THREADS"] == str(cores)
 
 
 # ------------------------------------------------------------------------------------- wandb (mocked)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 from edgekit.errors import EdgekitError
-from edgekit.orchestrate import sweep, sweep_run
+from edgekit.orchestrate import bayes, sweep, sweep_run
 from edgekit.train import run as train_run
 from edgekit.train.track import Tracker
 
@@ -185,6 +185,39 @@ def test_local_bayes_is_reproducible_and_resumes_without_rerunning(tmp_path):
     again = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "a")])
     assert again.exit_code == 0 and "3 already listed" in " ".join(again.output.split())
     assert len([p for p in (tmp_path / "a" / "s").iterdir() if (p / "recipe.yaml").is_file()]) == 3
+
+
+def test_importance_reads_runs_whose_dict_values_came_back_with_defaults(tmp_path):
+    """A run's recipe holds a dict the sweep set ({hflip: true}) with every default filled in; the
+    importance still knows which of the sweep's values it was (no training: rows as the report reads them)."""
+    from edgekit.orchestrate import sweep_insight
+
+    space = {
+        "train.optimizer.lr": {"values": [0.05, 0.3]},
+        "data.augment": {"values": [{"hflip": True}, {"hflip": False}]},
+        "train.label_smoothing": {"value": 0.05},
+        "train.scheduler": {"value": {"name": "cosine"}},  # a constant dict: always Optuna's 0
+    }
+    s = sweep.read(_sweep_file(tmp_path, method="bayes", count=4, parameters=space))
+    resolved = {"crop_padding": 0, "rotate": 0.0, "mixup": 0.0}
+    rows = [
+        {
+            "train.optimizer.lr": lr,
+            "data.augment": {**resolved, "hflip": flip},
+            "train.label_smoothing": 0.05,
+            "train.scheduler": {"name": "cosine", "warmup_epochs": 0},
+            "val_acc": 0.5 + lr + 0.1 * flip,
+            "status": "finished",
+        }
+        for lr in (0.05, 0.3)
+        for flip in (True, False)
+    ]
+    weights = sweep_insight.importance(rows, s)
+    assert set(weights) == {"train.optimizer.lr", "data.augment"} and sum(weights.values()) == pytest.approx(
+        1
+    )
+    with pytest.raises(EdgekitError, match="none of the sweep's values"):
+        bayes.encode(s, {**rows[0], "train.optimizer.lr": 0.1})
 
 
 def test_bayes_never_trains_a_point_twice_and_stops_when_the_space_is_spent(tmp_path):

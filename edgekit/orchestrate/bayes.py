@@ -51,8 +51,20 @@ def _choices(p: Param) -> list[Any] | None:
 
 
 def encode(sweep: Sweep, params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's values as Optuna sees them (a choice by its index)."""
-    return {p.key: (_choices(p).index(params[p.key]) if _choices(p) else params[p.key]) for p in sweep.params}
+    """A trial's values as Optuna sees them (a choice by its index); `params` may be a run's resolved
+    values, where a dict the sweep set ({hflip: true}) comes back with every default filled in."""
+    return {
+        p.key: (_index(_choices(p), params[p.key]) if _choices(p) else params[p.key]) for p in sweep.params
+    }
+
+
+def _index(choices: list[Any], value: Any) -> int:
+    if value in choices:
+        return choices.index(value)
+    for i, choice in enumerate(choices):
+        if isinstance(choice, dict) and isinstance(value, dict) and value.items() >= choice.items():
+            return i
+    raise EdgekitError(f"{value!r} is none of the sweep's values {choices!r}")
 
 
 def decode(sweep: Sweep, asked: dict[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,13 @@
     python bench/tune.py                          # lenet_2k, lenet_small_dw, mobilenet_tiny on digits
     python bench/tune.py lenet_2k --parallel 2    # → bench/tune.md
     python bench/tune.py --bench fashion fashion/r2k fashion/r20k --parallel 1  # → bench/tune_fashion.md
+    python bench/tune.py --bench fashion fashion/r2k --seeds 3   # every lr at seeds 0-2, ranked by mean val
 
 For each recipe: the range test's two rules (the suggestion, steepest descent, and min loss / 10 printed
 beside it), then the recipe trained at each rule's lr and at each of 12 grid lrs (1e-3 … 1, log-spaced)
-with everything else as shipped (seed 0). Each rule is ranked by val accuracy against the 12 grid lrs
-(test shown, not used): 1 + the grid lrs strictly better, so ties share a rank. Goal: the suggestion
+with everything else as shipped (seed 0; `--seeds N`: seeds 0..N-1, ranked by their mean val). Each
+rule is ranked by val accuracy against the 12 grid lrs (test shown, not used): 1 + the grid lrs strictly
+better, so ties share a rank. Goal: the suggestion
 within the best third of the grid (rank ≤ 4 of 13).
 On **fashion** (Fashion-MNIST-1800, 270 val images) too-low lrs clearly lose, though from ~0.02 to 1 the
 val of one seed per lr is flat within noise; on digits most lrs score 99–100% val and tie. `--epochs`

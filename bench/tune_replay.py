@@ -38,7 +38,12 @@ def replay(path: Path, grid_dir: Path) -> list[dict]:
             break
         (trial, asked), folder = batch[0], recorded[point(batch[0][0].params)]
         curve = bayes.curve(folder, bayes.column(sweep))
-        pruned_at = next((e for e, v in sorted(curve.items()) if _stop(asked, e, v)), None)
+        pruned_at = None
+        for epoch, value in sorted(curve.items()):  # as the sweep's watcher reports each new epoch
+            asked.report(value, epoch)
+            if asked.should_prune():
+                pruned_at = epoch
+                break
         if pruned_at is not None:
             study.tell(asked, state=optuna.trial.TrialState.PRUNED)
             out.append({"name": trial.name, "epochs": pruned_at, "val": None, "pruned": True})
@@ -47,8 +52,3 @@ def replay(path: Path, grid_dir: Path) -> list[dict]:
         study.tell(asked, value)
         out.append({"name": trial.name, "epochs": max(curve), "val": value, "pruned": False})
     return out
-
-
-def _stop(asked, epoch: int, value: float) -> bool:
-    asked.report(value, epoch)
-    return asked.should_prune()

@@ -8,9 +8,11 @@ The space is categorical (lr × weight decay × width), so a grid covers it; eve
 shortened to `--epochs` with seed 0, through `edgekit sweep` one trial at a time (so the order of the
 trials and the epochs each ran are exact, and every trial of a point gives the same val accuracy). The
 grid trains every point to the end. Bayes (Optuna's TPE) with `early_terminate: hyperband` runs as many
-trials as the grid has points, once per sampler seed. Reached: the first trial after which the best
-finished trial's val accuracy is within one val image of the grid's best; its cost: the epochs all
-trials had run by then, pruned ones included. Goal: ≤ 50% of the grid's epochs, mean over 3 sampler seeds.
+trials as the grid has points, once per sampler seed; `--replay N` replays seeds 0..N-1 from the grid's
+runs in seconds (bench/tune_replay.py), checked against the seeds trained for real. Reached: the first
+trial after which the best finished trial's val accuracy is within one val image of the grid's best; its
+cost: the epochs all trials had run by then, pruned ones included. Goal: ≤ 50% of the grid's epochs, mean
+over 3 sampler seeds.
 """
 
 from __future__ import annotations
@@ -103,39 +105,36 @@ def val_images(rows: list[dict]) -> int:
     return len(prepare_for(Run(rows[0]["folder"]).recipe()).val[1])
 
 
+def fraction(rows: list[dict], target: float, grid_epochs: int) -> float:
+    """The share of the grid's epochs a search spent to reach `target` (inf: it never did)."""
+    at, spent = reached(rows, target)
+    return spent / grid_epochs if at else float("inf")
+
+
 def replays(
     work: Path, space, fixed, epochs, n, real: dict, grid_epochs: int, target: float
 ) -> tuple[list[str], list[float]]:
     """The report's lines on `n` sampler seeds replayed from the grid's runs (bench/tune_replay.py), after
     checking the replay against the real sweeps: the same trials in the same order, pruned alike; and each
-    seed's fraction of the grid's epochs to reach its best (inf: never)."""
+    seed's fraction of the grid's epochs to reach its best (inf: never; [] when the replay disagrees)."""
     from tune_replay import replay
 
     if n <= 0:
         return [], []
-    grid_dir = work / "runs" / "grid"
     folder = work / "replay"
     folder.mkdir(exist_ok=True)
+    seeds = sorted({*range(n), *real})
+    runs = {
+        s: replay(sweep_file(folder, f"bayes{s}", space, fixed, "bayes", s, epochs), work / "runs" / "grid")
+        for s in seeds
+    }
     agree = all(
-        [
-            (r["name"], r["pruned"])
-            for r in replay(sweep_file(folder, f"bayes{s}", space, fixed, "bayes", s, epochs), grid_dir)
-        ]
-        == [(r["name"], r["pruned"]) for r in found]
+        [(r["name"], r["pruned"]) for r in runs[s]] == [(r["name"], r["pruned"]) for r in found]
         for s, found in real.items()
     )
-    fractions = []
-    for seed in range(n):
-        at, spent = reached(
-            replay(sweep_file(folder, f"bayes{seed}", space, fixed, "bayes", seed, epochs), grid_dir), target
-        )
-        fractions.append(spent / grid_epochs if at else float("inf"))
-    within = sum(f <= 0.5 for f in fractions)
-    never = sum(f == float("inf") for f in fractions)
+    fractions = [fraction(runs[s], target, grid_epochs) for s in range(n)]
     median = statistics.median(fractions)
     cells = ", ".join("–" if f == float("inf") else f"{f:.0%}" for f in fractions)
-    if not agree:
-        fractions = []  # a replay that disagrees with the real sweeps stands in for none of them
     return [
         f"## {n} sampler seeds, replayed",
         "",
@@ -144,12 +143,13 @@ def replays(
         f"sweeps above, trial by trial). Seeds 0–{n - 1}, fraction of the grid's epochs to reach its best "
         f"(– never, within the trials): {cells}.",
         "",
-        f"Within 50%: {within} of {n} seeds; never reached: {never}; median "
+        f"Within 50%: {sum(f <= 0.5 for f in fractions)} of {n} seeds; never reached: "
+        f"{sum(f == float('inf') for f in fractions)}; median "
         + ("–" if median == float("inf") else f"{median:.0%}")
         + ". A pruned trial's epochs here stop where it was pruned; a real sweep's run one or two more "
         "before the process is stopped.",
         "",
-    ], fractions
+    ], fractions if agree else []  # a replay that disagrees with the real sweeps stands in for none
 
 
 def run_sweep(path: Path, runs: Path) -> list[dict]:
@@ -194,7 +194,7 @@ def main() -> None:
         path = sweep_file(work, f"bayes{seed}", space, fixed, "bayes", seed, epochs)
         found = real[seed] = run_sweep(path, work / "runs")
         at, spent = reached(found, target)
-        fractions.append(spent / grid_epochs if at else float("inf"))
+        fractions.append(fraction(found, target, grid_epochs))
         best = max((r["val"] or 0.0) for r in found)
         pruned = sum(r["pruned"] for r in found)
         cells = [f"{at}", f"{spent}", f"{spent / grid_epochs:.0%}"] if at else ["not reached", "–", "–"]
@@ -205,11 +205,11 @@ def main() -> None:
         console.print(line, highlight=False)
         rows.append(line)
     replayed, by_seed = replays(work, space, fixed, epochs, args.replay, real, grid_epochs, target)
-    # The goal's three sampler seeds: 0-2, trained where this call trained them, replayed otherwise.
-    goal = {s: f for s, f in zip(real, fractions, strict=True)} | {
-        s: by_seed[s] for s in range(min(3, len(by_seed))) if s not in real
-    }
-    goal = dict(sorted(goal.items())[:3]) if len(goal) >= 3 else dict(zip(real, fractions, strict=True))
+    # The goal's sampler seeds 0-2: trained where this call trained them, replayed otherwise (without a
+    # replay: the seeds this call trained).
+    trained_at = dict(zip(real, fractions, strict=True))
+    known = trained_at | dict(enumerate(by_seed))
+    goal = {s: trained_at.get(s, known[s]) for s in range(3) if s in known} if by_seed else trained_at
     mean = statistics.mean(goal.values())
     verdict = "met" if mean <= 0.5 else "**not met**"
     how = ", ".join(f"{s}: {'never' if f == float('inf') else f'{f:.0%}'}" for s, f in goal.items())

@@ -4,6 +4,7 @@
     python bench/frontier.py --quick         # smoke run: 2 rungs, 1 seed, 2 epochs, written to a temp folder
     python bench/frontier.py --bench fashion --methods hinton,dist
     python bench/frontier.py --jobs 2        # two training processes of one thread each (2 cores)
+    python bench/frontier.py --set train.ema=0.999   # a change to every student, alone and distilled
 
 Benchmarks: **fashion** is Fashion-MNIST cut to 180 training images per class (1,530 train, 270 val) and
 scored on the official 10,000 test images, over 5 training seeds on one split; **digits** is
@@ -180,6 +181,13 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, help="the students' epochs (default: the recipes'; teachers keep theirs)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe override for every student, alone and distilled (repeatable): train.ema=0.999",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: r1k and r2k, 1 seed, 2 epochs")
     parser.add_argument(
         "--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)"
@@ -198,7 +206,7 @@ def main() -> None:
         rungs, methods = RUNGS[:2], methods[:1]
     # Patient schedules (Beyer et al.) are a students' setting: "alone" gets the same epochs, so the
     # comparison stays paired, and the cached teachers are reused.
-    students = [*common, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
+    students = [*common, *([f"train.epochs={args.epochs}"] if args.epochs else []), *args.set]
     out = args.out or (Path(tempfile.mkdtemp()) if args.quick else ROOT / "bench")
     out.mkdir(parents=True, exist_ok=True)  # before the runs: a bad --out fails now, not after hours
     benches = []

@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -99,11 +101,24 @@ def _train_one(folder: Path, recipe: str, overrides: list[str]) -> None:
     Cache(folder, Console()).train(recipe, overrides)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker of a benchmark that was killed stops too, rather than train on as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def train_in_waves(measure, folder: Path, jobs: int, console: Console) -> None:
     """Train everything `measure(cache)` asks for with `jobs` processes: each wave is what a planning
     pass finds missing and ready (teachers and students alone first, then the students they teach)."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no thread pools inherited
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         while True:
             plan = Cache(folder, console, planning=True)
             measure(plan)

@@ -48,8 +48,16 @@ QUICK_SPACE = {"train.optimizer.lr": [0.01, 0.3], "model.width": [0.5, 1.0]}
 QUICK = {"data.dataset": "digits", "data.train_per_class": None}
 
 
-def sweep_file(work: Path, name: str, space: dict, fixed: dict, method: str, seed=0, epochs=0) -> Path:
-    """A sweep over `space` in wandb's format; bayes gets hyperband and as many trials as the grid."""
+def hyperband(epochs: int, min_iter: int | None = None, eta: int = 3) -> dict:
+    """wandb's early_terminate for trials of `epochs`; min_iter defaults to a tenth of them."""
+    return {"type": "hyperband", "min_iter": min_iter or max(1, epochs // 10), "eta": eta, "max_iter": epochs}
+
+
+def sweep_file(
+    work: Path, name: str, space: dict, fixed: dict, method: str, seed=0, stop: dict | None = None
+) -> Path:
+    """A sweep over `space` in wandb's format; bayes gets as many trials as the grid has points, and
+    `stop` (wandb's early_terminate, e.g. `hyperband(60)`) when given."""
     spec = {
         "recipe": str(ROOT / "recipes" / "fashion" / "r2k.yaml"),
         "name": name,
@@ -60,12 +68,7 @@ def sweep_file(work: Path, name: str, space: dict, fixed: dict, method: str, see
     }
     if method == "bayes":
         points = len(list(itertools.product(*space.values())))
-        min_iter = max(1, epochs // 10)
-        spec |= {
-            "count": points,
-            "sampler_seed": seed,
-            "early_terminate": {"type": "hyperband", "min_iter": min_iter, "eta": 3, "max_iter": epochs},
-        }
+        spec |= {"count": points, "sampler_seed": seed} | ({"early_terminate": stop} if stop else {})
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -125,7 +128,10 @@ def replays(
     folder.mkdir(exist_ok=True)
     seeds = sorted({*range(n), *real})
     runs = {
-        s: replay(sweep_file(folder, f"bayes{s}", space, fixed, "bayes", s, epochs), work / "runs" / "grid")
+        s: replay(
+            sweep_file(folder, f"bayes{s}", space, fixed, "bayes", s, hyperband(epochs)),
+            work / "runs" / "grid",
+        )
         for s in seeds
     }
     agree = all(
@@ -152,11 +158,13 @@ def replays(
     ], fractions if agree else []  # a replay that disagrees with the real sweeps stands in for none
 
 
-def run_sweep(path: Path, runs: Path) -> list[dict]:
+def run_sweep(path: Path, runs: Path, parallel: int = 1) -> list[dict]:
+    """Run (or resume) the sweep at `path`; a bayes sweep's order depends on one trial at a time, a grid's
+    results do not (each trial is deterministic), so a grid may take `parallel` at once."""
     import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
     from edgekit.orchestrate import sweep_run
 
-    sweep_run.run(path, runs, Console(quiet=True), parallel=1)
+    sweep_run.run(path, runs, Console(quiet=True), parallel=parallel)
     return trials(runs / yaml.safe_load(path.read_text())["name"])
 
 
@@ -191,7 +199,7 @@ def main() -> None:
     ]
     fractions, real = [], {}
     for seed in [int(s) for s in args.seeds.split(",")]:
-        path = sweep_file(work, f"bayes{seed}", space, fixed, "bayes", seed, epochs)
+        path = sweep_file(work, f"bayes{seed}", space, fixed, "bayes", seed, hyperband(epochs))
         found = real[seed] = run_sweep(path, work / "runs")
         at, spent = reached(found, target)
         fractions.append(fraction(found, target, grid_epochs))
@@ -228,7 +236,8 @@ def main() -> None:
         f"`python bench/tune_search.py {' '.join(sys.argv[1:])}` — {time.strftime('%Y-%m-%d')}, "
         f"{cpu()}, {(time.perf_counter() - started) / 60:.0f} min. "
         f"{'digits (quick)' if args.quick else 'Fashion-MNIST-1800'}, `fashion/r2k` at {epochs} epochs, "
-        f"seed 0, one trial at a time. Space: {points}. Hyperband: min_iter {max(1, epochs // 10)}, eta 3. "
+        f"seed 0, one trial at a time. Space: {points}. "
+        f"Hyperband: min_iter {hyperband(epochs)['min_iter']}, eta 3. "
         f"Reached: best finished val within one val image (1/{n_val}) of the grid's best.",
         "",
         "| search | sampler seed | trials (pruned) | epochs run | best val | reached at trial "

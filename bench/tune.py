@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -29,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 from common import ROOT, cpu
+from frontier_dev import dev_accuracy
 from rich.console import Console
 
-METRICS = ("val_acc", "test_acc")
+METRICS = ("val_acc", "test_acc", "dev_acc")
 GRID = [float(f"{x:.3g}") for x in np.logspace(-3, 0, 12)]
 # Each benchmark: its default recipes (LeNet, depthwise LeNet, MobileNet) and the overrides that put a
 # recipe on its data (the fashion/ recipes already are; mobilenet_tiny gets Fashion's augmentation).
@@ -49,7 +51,7 @@ BENCHES: dict[str, tuple[list[str], dict]] = {
 
 
 def rank_for(
-    recipe: str, fixed: dict, seeds: int, parallel: int, work: Path, console: Console
+    recipe: str, fixed: dict, seeds: int, parallel: int, work: Path, console: Console, dev: bool = False
 ) -> tuple[list[str], str]:
     """The recipe's table rows (one per rule) and its val accuracy at every lr, the mean over `seeds`
     training seeds; `fixed`: key → value set on every trial and on the range test (which runs once, at
@@ -82,6 +84,8 @@ def rank_for(
     path = work / f"{recipe.replace('/', '-')}.yaml"
     path.write_text(yaml.safe_dump(sweep))
     rows = sweep_run.run(path, work / "runs", Console(quiet=True), parallel=parallel)
+    for r in rows:  # Fashion's 5,000-image dev set (bench/frontier_dev.py) beside the 270 val images
+        r["dev_acc"] = dev_accuracy(work / "runs" / sweep["name"] / r["trial"]) if dev else math.nan
     by_lr = {  # lr → the mean over seeds of each metric
         lr: {m: float(np.mean([r[m] for r in rows if r["train.optimizer.lr"] == lr])) for m in METRICS}
         for lr in {r["train.optimizer.lr"] for r in rows}
@@ -91,14 +95,20 @@ def rank_for(
     for name, lr in rules.items():
         # Ties share a rank (270 val images: many lrs score alike): 1 + the grid lrs strictly better.
         rank = 1 + sum(by_lr[g]["val_acc"] > by_lr[lr]["val_acc"] for g in GRID)
+        on_dev = 1 + sum(by_lr[g]["dev_acc"] > by_lr[lr]["dev_acc"] for g in GRID)
         lines.append(
-            f"| `{recipe}` | {name} | {lr:g} | {rank} of {len(GRID) + 1} | {by_lr[lr]['val_acc']:.2%} "
+            f"| `{recipe}` | {name} | {lr:g} | {rank} of {len(GRID) + 1} "
+            f"| {f'{on_dev} of {len(GRID) + 1}' if dev else '–'} | {by_lr[lr]['val_acc']:.2%} "
             f"| {by_lr[lr]['test_acc']:.2%} | {best:g} | {by_lr[best]['val_acc']:.2%} | "
             f"{'yes' if rank <= (len(GRID) + 1) // 3 else '**no**'} |"
         )
     marks = {lr: "**" for lr in rules.values()}  # the rules' lrs in bold
-    curve = f"`{recipe}` val by lr: " + ", ".join(
-        f"{marks.get(lr, '')}{lr:g}: {by_lr[lr]['val_acc']:.1%}{marks.get(lr, '')}" for lr in sorted(by_lr)
+    curve = "; ".join(
+        f"`{recipe}` {m[:3]} by lr: "
+        + ", ".join(
+            f"{marks.get(lr, '')}{lr:g}: {by_lr[lr][m]:.1%}{marks.get(lr, '')}" for lr in sorted(by_lr)
+        )
+        for m in ("val_acc", *(["dev_acc"] if dev else []))
     )
     console.print(*lines, sep="\n")
     return lines, curve
@@ -130,7 +140,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        ranked = [rank_for(r, fixed, args.seeds, args.parallel, work, console) for r in recipes]
+        dev = args.bench == "fashion"
+        ranked = [rank_for(r, fixed, args.seeds, args.parallel, work, console, dev) for r in recipes]
     rows, curves = zip(*ranked, strict=True)
     lines = [
         "# lr-find's suggestion against a trained lr grid",
@@ -139,14 +150,20 @@ def main() -> None:
         f"{(time.perf_counter() - started) / 60:.0f} min. Grid: {', '.join(f'{x:g}' for x in GRID)}; each lr "
         f"trained with {f'{args.epochs} epochs' if args.epochs else 'the recipe’s epochs'}, "
         f"{f'seeds 0–{args.seeds - 1}' if args.seeds > 1 else 'seed 0'}, {args.bench}; ranked by "
-        f"{'mean ' if args.seeds > 1 else ''}val accuracy (test shown, not used). The range test runs "
-        "once, at the recipe's seed.",
+        f"{'mean ' if args.seeds > 1 else ''}val accuracy (test shown, not used)"
+        + (
+            ", and by the 5,000-image dev set of Fashion training images no run trains on "
+            "(bench/frontier_dev.py), which foresees test far better than 270 val images do"
+            if dev
+            else ""
+        )
+        + ". The range test runs once, at the recipe's seed.",
         "",
         "The suggestion is `steepest`; `min loss / 10` is the rule lr-find prints beside it.",
         "",
-        "| recipe | rule | its lr | its rank by val | its val | its test | best grid lr | its val "
-        "| in the best third |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| recipe | rule | its lr | its rank by val | by dev | its val | its test | best grid lr | its val "
+        "| in the best third (val) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         *(line for lines in rows for line in lines),
         "",
         *(f"- {c}" for c in curves),

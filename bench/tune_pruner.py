@@ -17,15 +17,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, cpu
+from common import ROOT
 from rich.console import Console
 from tune_replay import replay
-from tune_search import QUICK, QUICK_SPACE, SPACES, fraction, hyperband, run_sweep, sweep_file, val_images
+from tune_search import (
+    QUICK,
+    QUICK_SPACE,
+    SPACES,
+    fraction,
+    heading,
+    hyperband,
+    run_sweep,
+    sweep_file,
+    val_images,
+)
 
 MIN_ITERS, ETAS = (3, 6, 12, 20), (2, 3, 4)  # for 60-epoch trials; scaled with --epochs
 
@@ -124,14 +133,11 @@ def main() -> None:
         label: score(replays, runs, space, fixed, candidates[label], args.replay, target, total)
         for label in dict.fromkeys(["no pruner", default, best])
     }
-    points = " × ".join(f"{k} {v}" for k, v in space.items())
     lines = [
         "# Hyperband's settings for a bayes sweep: chosen on one grid, judged on another",
         "",
-        f"`python bench/tune_pruner.py {' '.join(sys.argv[1:])}` — {time.strftime('%Y-%m-%d')}, "
-        f"{cpu()}, {(time.perf_counter() - started) / 60:.0f} min. "
-        f"{'digits (quick)' if args.quick else 'Fashion-MNIST-1800'}, `fashion/r2k` at {epochs} epochs. "
-        f"Space: {points}. Each setting replayed over sampler seeds 0–{args.replay - 1} "
+        heading("tune_pruner.py", started, args.quick, epochs, space)
+        + f" Each setting replayed over sampler seeds 0–{args.replay - 1} "
         "(`bench/tune_replay.py`); a seed reaches the grid's best val within one val image, and its share "
         "is the grid's epochs it spent until then.",
         "",

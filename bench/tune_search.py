@@ -158,6 +158,17 @@ def replays(
     ], fractions if agree else []  # a replay that disagrees with the real sweeps stands in for none
 
 
+def heading(script: str, started: float, quick: bool, epochs: int, space: dict) -> str:
+    """A tune report's opening: the command, date, CPU, minutes, data, trial length and space."""
+    points = " × ".join(f"{k} {v}" for k, v in space.items())
+    return (
+        f"`python bench/{script} {' '.join(sys.argv[1:])}` — {time.strftime('%Y-%m-%d')}, {cpu()}, "
+        f"{(time.perf_counter() - started) / 60:.0f} min. "
+        f"{'digits (quick)' if quick else 'Fashion-MNIST-1800'}, `fashion/r2k` at {epochs} epochs. "
+        f"Space: {points}."
+    )
+
+
 def run_sweep(path: Path, runs: Path, parallel: int = 1) -> list[dict]:
     """Run (or resume) the sweep at `path`; a bayes sweep's order depends on one trial at a time, a grid's
     results do not (each trial is deterministic), so a grid may take `parallel` at once."""
@@ -229,15 +240,11 @@ def main() -> None:
             f" Over the {len(by_seed)} replayed seeds {reach:.0%} reach it within 50%, so three seeds "
             f"drawn at random all do with probability about {reach**3:.0%}."
         )
-    points = " × ".join(f"{k} {v}" for k, v in space.items())
     lines = [
         "# Grid against bayes + hyperband: epochs to the grid's best val accuracy",
         "",
-        f"`python bench/tune_search.py {' '.join(sys.argv[1:])}` — {time.strftime('%Y-%m-%d')}, "
-        f"{cpu()}, {(time.perf_counter() - started) / 60:.0f} min. "
-        f"{'digits (quick)' if args.quick else 'Fashion-MNIST-1800'}, `fashion/r2k` at {epochs} epochs, "
-        f"seed 0, one trial at a time. Space: {points}. "
-        f"Hyperband: min_iter {hyperband(epochs)['min_iter']}, eta 3. "
+        heading("tune_search.py", started, args.quick, epochs, space)
+        + f" Seed 0, one trial at a time. Hyperband: min_iter {hyperband(epochs)['min_iter']}, eta 3. "
         f"Reached: best finished val within one val image (1/{n_val}) of the grid's best.",
         "",
         "| search | sampler seed | trials (pruned) | epochs run | best val | reached at trial "

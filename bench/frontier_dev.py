@@ -19,10 +19,9 @@ import torch
 from common import ROOT
 
 from edgekit.data import cap_per_class, prepare
-from edgekit.data.loader import DeviceLoader
 from edgekit.models import from_checkpoint
+from edgekit.prune.prune import accuracy
 from edgekit.runs import Run, load_checkpoint
-from edgekit.train.teacher import accuracy
 
 PER_CLASS = 500
 DRAW_SEED = 1234  # the dev set's own draw: not a split or training seed any run uses
@@ -49,21 +48,14 @@ def dev_set(train_per_class: int = 180, split_seed: int = 0) -> tuple[torch.Tens
 
 
 def dev_score(summary: dict) -> float:
-    """A run's dev accuracy from its summary (NaN for a run not trained yet), each run scored once."""
-    run = summary["run"]
-    if run not in _scores:
-        _scores[run] = math.nan if run == "<pending>" else dev_accuracy(run)
-    return _scores[run]
+    """A run's dev accuracy from its summary (NaN for a run not trained yet)."""
+    return math.nan if summary["run"] == "<pending>" else dev_accuracy(summary["run"])
 
 
-_scores: dict[str, float] = {}
-
-
+@cache  # a report reads each run's score several times (study, ladder, goals)
 def dev_accuracy(run: str | Path) -> float:
     """A run's best checkpoint scored on the dev set, normalized as the run was trained (`run`: as a
     summary names it, relative to the repository)."""
     file = Run.open(ROOT / run).best
     ckpt = load_checkpoint(file)
-    model = from_checkpoint(ckpt, file)
-    loader = DeviceLoader(*dev_set(), batch_size=1000, mean=ckpt["mean"], std=ckpt["std"])
-    return accuracy(model, loader)
+    return accuracy(from_checkpoint(ckpt, file), dev_set(), ckpt["mean"], ckpt["std"])

@@ -20,7 +20,6 @@ RUNGS = ["r1k", "r2k", "r5k", "r10k", "r20k"]  # recipes/fashion/<rung>.yaml, sm
 STUDENTS = {"alone": "alone", "distilled": "kd"}  # a goal's candidates → their runs' key in a ladder row
 WHOLE_RUN_MIN = 90  # minutes for the whole benchmark on 2 cores, teachers cached
 TOP_RUNG = RUNGS[-1]  # without the largest rung, "the best rung alone" is not known
-CHOSEN_ON = {True: "dev", False: "val"}  # by Bench.dev
 
 
 def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
@@ -86,7 +85,7 @@ def bench_section(result: dict) -> list[str]:
         f"{ms(_test(list(members)))}, the ensemble's test {ms(ensembles)}.",
         "",
     ]
-    where = CHOSEN_ON[bench.dev]
+    where = "dev" if bench.dev else "val"  # what the choices read
     if bench.dev:
         lines += [*agreement(result), ""]
     if result["study"]:

@@ -116,8 +116,9 @@ def main() -> None:
     ):
         folder.mkdir(parents=True, exist_ok=True)
         fixed = base | {"seed": seed}
-        grids[role] = (fixed, *grid(folder, space, fixed, args.parallel))
-        console.print(f"{role} grid (seed {seed}): {grids[role][3]} epochs, target val {grids[role][2]:.2%}")
+        runs, target, total = grid(folder, space, fixed, args.parallel)
+        grids[role] = (fixed, runs, target, total)
+        console.print(f"{role} grid (seed {seed}): {total} epochs, target val {target:.2%}")
     replays = work / "replay"
     replays.mkdir(exist_ok=True)
     candidates = settings(epochs)

@@ -5,6 +5,7 @@
     python bench/frontier.py --bench fashion --methods hinton,dist
     python bench/frontier.py --jobs 2        # two training processes of one thread each (2 cores)
     python bench/frontier.py --set train.ema=0.999   # a change to every student, alone and distilled
+    python bench/frontier.py --teacher-set train.ema=0.999   # a change to every teacher member
 
 Benchmarks: **fashion** is Fashion-MNIST cut to 180 training images per class (1,530 train, 270 val) and
 scored on the official 10,000 test images, over 5 training seeds on one split; **digits** is
@@ -33,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import ROOT, cpu
@@ -74,6 +75,7 @@ class Bench:
     members: int = 3  # the teacher is an ensemble of this many runs (seeds 0, 1, …): logits averaged
     keep_resolution: int = 0  # every rung's first N stages skip the max-pool (model.downsample)
     dev: bool = False  # choices on bench/frontier_dev.py's 5,000 unused training images, not the 270 val
+    teacher_overrides: list[str] = field(default_factory=list)  # --teacher-set: every member's changes
 
     def scored(self, summary: dict) -> dict:
         """The run's summary with `choice_acc`: what this benchmark's choices read (dev or val)."""
@@ -127,7 +129,14 @@ def teachers(bench: Bench, cache: Cache, common: list[str]) -> dict[int, list[di
         return [
             cache.train(
                 bench.teacher,
-                [*bench.overrides, *bench.model_overrides(bench.teacher), *split, f"seed={m}", *common],
+                [
+                    *bench.overrides,
+                    *bench.model_overrides(bench.teacher),
+                    *split,
+                    f"seed={m}",
+                    *common,
+                    *bench.teacher_overrides,
+                ],
             )
             for m in range(bench.members)
         ]
@@ -210,6 +219,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a recipe override for every student, alone and distilled (repeatable): train.ema=0.999",
     )
+    parser.add_argument(
+        "--teacher-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe override for every teacher member (repeatable): train.ema=0.999",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: r1k and r2k, 1 seed, 2 epochs")
     parser.add_argument(
         "--out", type=Path, help="folder for frontier.md/.png (default: bench/, --quick: temp)"
@@ -236,6 +252,7 @@ def main() -> None:
         bench = BENCHES[name]
         if args.seeds or args.quick:
             bench.seeds = [int(s) for s in (args.seeds or "0").split(",")]
+        bench.teacher_overrides = args.teacher_set
         benches.append(bench)
 
     def measure(cache: Cache) -> list[dict]:

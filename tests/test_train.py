@@ -14,6 +14,7 @@ from rich.console import Console
 from edgekit.errors import EdgekitError
 from edgekit.runs import load_checkpoint
 from edgekit.train import run
+from edgekit.train.loop import make_ema
 from edgekit.train.objectives import Supervised
 from edgekit.train.track import Tracker
 
@@ -68,6 +69,22 @@ def test_same_seed_same_metrics(tmp_path):
         ]
 
     assert strip(a) == strip(b)
+
+
+def test_ema_decay_warms_up_to_the_recipes_value():
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = make_ema(model, 0.9)
+    ema.update_parameters(model)  # the first update copies the weights
+    expected = 0.0
+    for t in range(1, 120):  # (1 + t) / (10 + t) reaches 0.9 at t = 80
+        with torch.no_grad():
+            model.weight.fill_(float(t))
+        ema.update_parameters(model)
+        decay = min(0.9, (1 + t) / (10 + t))
+        expected = decay * expected + (1 - decay) * t
+        assert ema.module.weight.item() == pytest.approx(expected, rel=1e-5), t
+    assert expected > 119 - 1 / (1 - 0.9) - 1  # at the end it lags the weights by about 1 / (1 - decay)
 
 
 class Killed(Exception):

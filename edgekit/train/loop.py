@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
@@ -58,8 +58,27 @@ class State:
         return self.ema.module if self.ema is not None else self.model
 
 
+EMA_WARMUP = 10  # decay at update t: min(decay, (1 + t) / (EMA_WARMUP + t)), TensorFlow's `num_updates` rule
+
+
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    """An exponential moving average of `model`'s weights and buffers whose decay warms up.
+
+    At update t the average reaches back about t / 9 updates, and never more than 1 / (1 - decay): with a
+    fixed 0.999 a 10-epoch run of 1,500 images (240 updates) would still be 79% its initial weights and
+    score at chance; a long run ends with the same 0.999 as without the warmup.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):  # counters (BatchNorm's batches seen) are copied
+            torch._foreach_copy_(averaged, current)
+            return
+        t = updates.to(torch.float32)  # a tensor on the weights' device: no host sync per step
+        weight = 1 - torch.clamp((1 + t) / (EMA_WARMUP + t), max=decay)
+        torch._foreach_lerp_(averaged, current, weight.to(averaged[0].dtype))
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def autocast(s: State):

@@ -252,9 +252,7 @@ def main() -> None:
         bench = BENCHES[name]
         if args.seeds or args.quick:
             bench.seeds = [int(s) for s in (args.seeds or "0").split(",")]
-        # Two epochs leave an EMA of the weights near its initial copy, at chance: the smoke run's
-        # teachers train without one, or the teacher floor check would rightly refuse them.
-        bench.teacher_overrides = [*args.teacher_set, *(["train.ema=null"] if args.quick else [])]
+        bench.teacher_overrides = list(args.teacher_set)
         benches.append(bench)
 
     def measure(cache: Cache) -> list[dict]:

@@ -60,12 +60,12 @@ def rank_for(
     from edgekit.orchestrate import sweep_run
     from edgekit.orchestrate.sweep import Trial
     from edgekit.recipe import load
-    from edgekit.train.lr_find import RangeParams, range_test
+    from edgekit.train.lr_find import RangeParams, find_lr
 
     base = ROOT / "recipes" / f"{recipe}.yaml"
     fixed = {**fixed, "train.device": "cpu"}
     overrides = Trial("range-test", fixed).overrides()  # as the sweep will pass them to each trial
-    found = range_test(load(base, overrides), RangeParams())
+    found = find_lr(load(base, overrides), RangeParams())
     rules = {  # rounded as lr: auto rounds its pick
         name: float(f"{lr:.3g}")
         for name, lr in (("steepest", found.steepest()), ("min loss / 10", found.min_loss_tenth()))
@@ -157,7 +157,7 @@ def main() -> None:
             if dev
             else ""
         )
-        + ". The range test runs once, at the recipe's seed.",
+        + ". The range test runs 3 times, at the recipe's seed and the next two; each rule takes the median.",
         "",
         "The suggestion is `steepest`; `min loss / 10` is the rule lr-find prints beside it.",
         "",

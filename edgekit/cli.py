@@ -102,6 +102,9 @@ def lr_find(
     steps: Annotated[
         int, typer.Option(help="Steps from start to end (the test stops when it diverges).")
     ] = 200,
+    repeats: Annotated[
+        int, typer.Option(help="Tests at seeds seed, seed+1, …; the suggestion is their median.")
+    ] = 3,
     runs_dir: Annotated[Path, typer.Option(help="Its curve goes to RUNS_DIR/lr_find/<recipe>/.")] = Path(
         "runs"
     ),
@@ -110,7 +113,7 @@ def lr_find(
     from edgekit.recipe import load
     from edgekit.train import lr_find as range_test
 
-    params = range_test.checked_range(start, end, steps)  # bad input fails before anything loads
+    params = range_test.checked_range(start, end, steps, repeats)  # bad input fails before anything loads
     range_test.find(load(recipe, overrides or []), params, runs_dir / "lr_find", console)
 
 

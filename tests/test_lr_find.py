@@ -17,7 +17,7 @@ from edgekit.cli import app
 from edgekit.errors import EdgekitError
 from edgekit.recipe import load
 from edgekit.train import objectives
-from edgekit.train.lr_find import RangeParams, range_test
+from edgekit.train.lr_find import RangeParams, find_lr, range_test
 
 runner = CliRunner()
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -78,7 +78,21 @@ def test_lr_find_writes_its_curve_into_a_new_folder_each_time(tmp_path):
         out = tmp_path / "lr_find" / folder
         assert (out / "lr_find.png").stat().st_size > 0
         rows = list(csv.DictReader((out / "lr_find.csv").open()))
-        assert rows and [float(r["lr"]) for r in rows] == sorted(float(r["lr"]) for r in rows)
+        assert {r["repeat"] for r in rows} == {"0", "1", "2"}  # three tests by default
+        for repeat in "012":
+            lrs = [float(r["lr"]) for r in rows if r["repeat"] == repeat]
+            assert lrs and lrs == sorted(lrs)
+
+
+def test_the_suggestion_is_the_median_of_tests_at_successive_seeds():
+    found = find_lr(load(RECIPES / "lenet_1k.yaml", ["seed=5"]), RangeParams(steps=40, repeats=3))
+    curves = [t.smoothed for t in found.tests]
+    assert len(curves) == 3 and curves[0] != curves[1] != curves[2]  # other weights, other batches
+    again = range_test(load(RECIPES / "lenet_1k.yaml", ["seed=6"]), RangeParams(steps=40))
+    assert again.smoothed == curves[1]  # the second test is the recipe at seed + 1
+    each = sorted(t.steepest() for t in found.tests)
+    assert found.steepest() == pytest.approx(each[1])
+    assert found.min_loss_tenth() == pytest.approx(sorted(t.min_loss_tenth() for t in found.tests)[1])
 
 
 @pytest.mark.parametrize(
@@ -86,6 +100,7 @@ def test_lr_find_writes_its_curve_into_a_new_folder_each_time(tmp_path):
     [
         (["--start", "1", "--end", "0.1"], "lr-find: the lr range must increase: start 1 ≥ end 0.1"),
         (["--steps", "3"], "lr-find: --steps 3: Input should be greater than or equal to 20"),
+        (["--repeats", "0"], "lr-find: --repeats 0: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_range_is_one_line_and_exit_2(tmp_path, option, message):

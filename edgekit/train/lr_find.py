@@ -3,12 +3,15 @@
 From a copy of the recipe's model, optimizer, objective (plain or distillation) and augmented batches,
 the learning rate rises exponentially from `start` to `end` over `steps` steps while the smoothed loss is
 recorded; the test stops once that loss diverges. It never touches a run: the model is thrown away.
+The test is repeated at `repeats` seeds and each rule's median taken: one test's steepest point moves by
+a factor of 3 from seed to seed on a small dataset (docs/train.md).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ class RangeParams(BaseModel):
     start: float = Field(1e-6, gt=0)
     end: float = Field(10.0, gt=0)
     steps: int = Field(200, ge=20, le=10_000)
+    repeats: int = Field(3, ge=1, le=20)
 
     @model_validator(mode="after")
     def _increasing(self) -> RangeParams:
@@ -56,6 +60,30 @@ class RangeTest:
     def min_loss_tenth(self) -> float:
         """The lr of the lowest smoothed loss, divided by 10 (the other common rule)."""
         return self.lrs[min(range(len(self.smoothed)), key=self.smoothed.__getitem__)] / 10
+
+
+@dataclass
+class Finding:
+    """The range tests of one recipe at seeds seed, seed + 1, …, and each rule's median over them."""
+
+    tests: list[RangeTest]
+
+    def steepest(self) -> float:
+        """The suggestion: the median of the tests' steepest points."""
+        return _median(t.steepest() for t in self.tests)
+
+    def min_loss_tenth(self) -> float:
+        return _median(t.min_loss_tenth() for t in self.tests)
+
+
+def _median(lrs) -> float:
+    return math.exp(statistics.median(math.log(lr) for lr in lrs))  # on a log axis, as the lrs are spaced
+
+
+def find_lr(recipe, params: RangeParams | None = None) -> Finding:
+    """`params.repeats` range tests of `recipe`, each at its own seed (initial weights, batch order)."""
+    p = params or RangeParams()
+    return Finding([range_test(_with(recipe, seed=recipe.seed + i), p) for i in range(p.repeats)])
 
 
 def range_test(recipe, params: RangeParams | None = None) -> RangeTest:
@@ -109,8 +137,8 @@ def _forever(loader):
         yield from loader
 
 
-def write(result: RangeTest, folder: Path) -> None:
-    """lr_find.csv (lr, loss, smoothed) and lr_find.png (log axis, suggestion marked) in `folder`."""
+def write(found: Finding, folder: Path) -> None:
+    """lr_find.csv (repeat, lr, loss, smoothed) and lr_find.png (log axis, both rules marked) in `folder`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,55 +146,65 @@ def write(result: RangeTest, folder: Path) -> None:
 
     with (folder / "lr_find.csv").open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["lr", "loss", "smoothed_loss"])
-        out.writerows(zip(result.lrs, result.losses, result.smoothed, strict=True))
+        out.writerow(["repeat", "lr", "loss", "smoothed_loss"])
+        for i, t in enumerate(found.tests):
+            out.writerows((i, *row) for row in zip(t.lrs, t.losses, t.smoothed, strict=True))
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
-    ax.plot(result.lrs, result.smoothed, label="smoothed loss")
-    for lr, style, name in ((result.steepest(), "-", "steepest"), (result.min_loss_tenth(), ":", "min / 10")):
+    for i, t in enumerate(found.tests):
+        ax.plot(
+            t.lrs,
+            t.smoothed,
+            lw=1,
+            label=f"smoothed loss, seed +{i}" if len(found.tests) > 1 else "smoothed loss",
+        )
+    for lr, style, name in ((found.steepest(), "-", "steepest"), (found.min_loss_tenth(), ":", "min / 10")):
         ax.axvline(lr, ls=style, color="red", label=f"{name}: {lr:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    low, first = min(result.smoothed), result.smoothed[0]
+    low = min(min(t.smoothed) for t in found.tests)
+    first = max(t.smoothed[0] for t in found.tests)
     ax.set_ylim(low - 0.1 * (first - low) - 1e-3, first + 0.5 * (first - low) + 1e-3)  # the useful part
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(folder / "lr_find.png", dpi=110)
     plt.close(fig)
 
 
-def checked_range(start: float, end: float, steps: int) -> RangeParams:
-    """The CLI's --start/--end/--steps, or a one-line error naming the option."""
+def checked_range(start: float, end: float, steps: int, repeats: int) -> RangeParams:
+    """The CLI's --start/--end/--steps/--repeats, or a one-line error naming the option."""
     from pydantic import ValidationError
 
     try:
-        return RangeParams(start=start, end=end, steps=steps)
+        return RangeParams(start=start, end=end, steps=steps, repeats=repeats)
     except ValidationError as e:
         err = e.errors()[0]
         where = f"--{err['loc'][0]} {err['input']}: " if err["loc"] else ""
         raise EdgekitError(f"lr-find: {where}{err['msg'].removeprefix('Value error, ')}") from None
 
 
-def _with_lr(recipe, lr: float):
+def _with(recipe, lr: float | None = None, seed: int | None = None):
     copy = recipe.model_copy(deep=True)
-    copy.train.optimizer.lr = lr
+    if lr is not None:
+        copy.train.optimizer.lr = lr
+    if seed is not None:
+        copy.seed = seed
     return copy
 
 
-def find(recipe, params: RangeParams, out_root: Path, console) -> tuple[Path, RangeTest]:
-    """`edgekit lr-find`: the test on `recipe`, its curve in a new `out_root/<recipe name>/` folder."""
+def find(recipe, params: RangeParams, out_root: Path, console) -> tuple[Path, Finding]:
+    """`edgekit lr-find`: the tests on `recipe`, their curves in a new `out_root/<recipe name>/` folder."""
     from edgekit.runs import new_run_dir
 
-    result = range_test(_with_lr(recipe, params.start), params)  # the lr is replaced at every step
+    found = find_lr(_with(recipe, lr=params.start), params)  # the lr is replaced at every step
     folder = new_run_dir(out_root, recipe.name)
-    write(result, folder)
-    ended = f"diverged at lr {result.diverged_at:.2g}" if result.diverged_at else "did not diverge"
+    write(found, folder)
+    each = ", ".join(f"{t.steepest():.3g}" for t in found.tests)
     console.print(
-        f"{recipe.name}: suggested lr {result.steepest():.3g} (steepest descent of the smoothed loss); "
-        f"min loss / 10: {result.min_loss_tenth():.3g}; the loss {ended}; {len(result.lrs)} steps → {folder}"
+        f"{recipe.name}: suggested lr {found.steepest():.3g} (steepest descent of the smoothed loss, the "
+        f"median of {len(found.tests)} tests: {each}); min loss / 10: {found.min_loss_tenth():.3g} → {folder}"
     )
-    return folder, result
+    return folder, found
 
 
 def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
@@ -178,18 +216,19 @@ def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
 
     params = RangeParams()
     # Under torchrun every rank takes part (the model is DDP-wrapped) and rank 0's choice is everyone's.
-    result = range_test(_with_lr(recipe, params.start), params)
-    lr = ddp.from_main(float(f"{result.steepest():.3g}"))
+    found = find_lr(_with(recipe, lr=params.start), params)
+    lr = ddp.from_main(float(f"{found.steepest():.3g}"))
     console.print(
-        f"train.optimizer.lr: auto → {lr:g} (lr range test; min loss / 10 would give "
-        f"{result.min_loss_tenth():.3g})"
+        f"train.optimizer.lr: auto → {lr:g} (lr range test, median of {params.repeats}; min loss / 10 "
+        f"would give {found.min_loss_tenth():.3g})"
     )
-    found = {
+    record = {
         "lr": lr,
-        "steepest": result.steepest(),
-        "min_loss_tenth": result.min_loss_tenth(),
+        "steepest": found.steepest(),
+        "min_loss_tenth": found.min_loss_tenth(),
+        "steepest_per_test": [t.steepest() for t in found.tests],
         "range": [params.start, params.end],
-        "steps": len(result.lrs),
-        "curve": result,
+        "steps": [len(t.lrs) for t in found.tests],
+        "curve": found,
     }
-    return _with_lr(recipe, lr), found
+    return _with(recipe, lr=lr), record

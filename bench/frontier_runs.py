@@ -17,7 +17,6 @@ from rich.console import Console
 
 import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
 from edgekit.recipe import load
-from edgekit.train.loop import EMA_WARMUP
 
 # Schema fields added after runs were cached, each with the default that reproduces the behaviour from
 # before: left out of the key while they hold it, so a growing schema does not throw the cache away.
@@ -36,8 +35,6 @@ def cache_key(resolved: dict) -> str:
         values = resolved.get(section) or {}  # distill is None for a run trained alone
         if values.get(name, default) == default:
             values.pop(name, None)
-    if resolved["train"].get("ema"):  # runs cached before the EMA's decay warmed up are not these runs
-        resolved["train"]["ema_warmup"] = EMA_WARMUP
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 

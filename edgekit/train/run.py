@@ -49,7 +49,7 @@ def start_recipe(
     if init_state is not None:
         state.model.load_state_dict(init_state)
         if state.ema is not None:  # the average starts from these weights, not the random ones
-            state.ema = make_ema(state.model, recipe.train.ema)
+            state.ema = make_ema(state.model, recipe.train.ema, state.epochs * len(state.train))
     run_dir = ddp.from_main(new_run_dir(runs_dir, recipe.name) if ddp.is_main() else None)
     if ddp.is_main():
         Run(run_dir).write_recipe(recipe)  # with the number `lr: auto` found, so it reruns without it
@@ -186,7 +186,7 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
         epochs=t.epochs,
         amp_dtype=amp_dtype,
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
-        ema=make_ema(model, t.ema) if t.ema else None,
+        ema=make_ema(model, t.ema, t.epochs * len(train)) if t.ema else None,
         clip_grad=t.clip_grad,
         channels_last=channels_last,
         net=torch.compile(net) if t.compile else net,

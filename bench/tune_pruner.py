@@ -25,6 +25,7 @@ from common import ROOT
 from rich.console import Console
 from tune_replay import replay
 from tune_search import (
+    FIXED,
     QUICK,
     QUICK_SPACE,
     SPACES,
@@ -108,7 +109,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp()) / "tune_pruner.md" if args.quick else args.out
     out.parent.mkdir(parents=True, exist_ok=True)  # before the grids: a bad --out fails now
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-tune-pruner-"))
-    base = {"train.epochs": epochs, "train.device": "cpu"} | (QUICK if args.quick else {})
+    base = {"train.epochs": epochs, **FIXED} | (QUICK if args.quick else {})
     grids = {}
     for role, seed, folder in (
         ("tuning", args.tune_seed, work / f"grid-seed{args.tune_seed}"),

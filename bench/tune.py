@@ -54,8 +54,8 @@ def rank_for(
     recipe: str, fixed: dict, seeds: int, parallel: int, work: Path, console: Console, dev: bool = False
 ) -> tuple[list[str], str]:
     """The recipe's table rows (one per rule) and its val accuracy at every lr, the mean over `seeds`
-    training seeds; `fixed`: key → value set on every trial and on the range test (which runs once, at
-    the recipe's own seed, as a user's `lr: auto` would)."""
+    training seeds; `fixed`: key → value set on every trial and on the range tests (run as a user's
+    `lr: auto` runs them: three, from the recipe's own seed, each rule's median)."""
     import edgekit.train  # noqa: F401  (binds the registries the recipe is validated against)
     from edgekit.orchestrate import sweep_run
     from edgekit.orchestrate.sweep import Trial

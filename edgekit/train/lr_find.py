@@ -81,9 +81,10 @@ def _median(lrs) -> float:
 
 
 def find_lr(recipe, params: RangeParams | None = None) -> Finding:
-    """`params.repeats` range tests of `recipe`, each at its own seed (initial weights, batch order)."""
+    """`params.repeats` range tests of `recipe`, each at its own seed (initial weights, batch order).
+    The recipe's lr (perhaps `auto`) is replaced by the range's start, and then at every step."""
     p = params or RangeParams()
-    return Finding([range_test(_with(recipe, seed=recipe.seed + i), p) for i in range(p.repeats)])
+    return Finding([range_test(_with(recipe, p.start, recipe.seed + i), p) for i in range(p.repeats)])
 
 
 def range_test(recipe, params: RangeParams | None = None) -> RangeTest:
@@ -183,12 +184,10 @@ def checked_range(start: float, end: float, steps: int, repeats: int) -> RangePa
         raise EdgekitError(f"lr-find: {where}{err['msg'].removeprefix('Value error, ')}") from None
 
 
-def _with(recipe, lr: float | None = None, seed: int | None = None):
+def _with(recipe, lr: float, seed: int | None = None):
     copy = recipe.model_copy(deep=True)
-    if lr is not None:
-        copy.train.optimizer.lr = lr
-    if seed is not None:
-        copy.seed = seed
+    copy.train.optimizer.lr = lr
+    copy.seed = recipe.seed if seed is None else seed
     return copy
 
 
@@ -196,7 +195,7 @@ def find(recipe, params: RangeParams, out_root: Path, console) -> tuple[Path, Fi
     """`edgekit lr-find`: the tests on `recipe`, their curves in a new `out_root/<recipe name>/` folder."""
     from edgekit.runs import new_run_dir
 
-    found = find_lr(_with(recipe, lr=params.start), params)  # the lr is replaced at every step
+    found = find_lr(recipe, params)
     folder = new_run_dir(out_root, recipe.name)
     write(found, folder)
     each = ", ".join(f"{t.steepest():.3g}" for t in found.tests)
@@ -216,7 +215,7 @@ def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
 
     params = RangeParams()
     # Under torchrun every rank takes part (the model is DDP-wrapped) and rank 0's choice is everyone's.
-    found = find_lr(_with(recipe, lr=params.start), params)
+    found = find_lr(recipe, params)
     lr = ddp.from_main(float(f"{found.steepest():.3g}"))
     console.print(
         f"train.optimizer.lr: auto → {lr:g} (lr range test, median of {params.repeats}; min loss / 10 "
@@ -231,4 +230,4 @@ def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
         "steps": [len(t.lrs) for t in found.tests],
         "curve": found,
     }
-    return _with(recipe, lr=lr), record
+    return _with(recipe, lr), record

@@ -47,9 +47,8 @@ def start_recipe(
     data = prepare_for(recipe)
     state = build_state(recipe, data)  # bad options fail here, before any folder is made
     if init_state is not None:
+        # An EMA needs no reset: its first update copies the model, so it starts from these weights.
         state.model.load_state_dict(init_state)
-        if state.ema is not None:  # the average starts from these weights, not the random ones
-            state.ema = make_ema(state.model, recipe.train.ema, state.epochs * len(state.train))
     run_dir = ddp.from_main(new_run_dir(runs_dir, recipe.name) if ddp.is_main() else None)
     if ddp.is_main():
         Run(run_dir).write_recipe(recipe)  # with the number `lr: auto` found, so it reruns without it

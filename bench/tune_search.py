@@ -47,8 +47,7 @@ SPACES = {
 QUICK_SPACE = {"train.optimizer.lr": [0.01, 0.3], "model.width": [0.5, 1.0]}
 QUICK = {"data.dataset": "digits", "data.train_per_class": None}
 # Every trial trains without the ladder's EMA (fashion/base.yaml), as the committed results were measured
-# before it was adopted: at 0.999 over 24 updates an epoch, hyperband's first rungs would judge averages
-# still mostly of the starting weights (docs/sweeps.md).
+# before it was adopted (and before hyperband judged an EMA trial by its raw weights, docs/sweeps.md).
 FIXED = {"train.device": "cpu", "train.ema": None}
 
 

@@ -111,6 +111,10 @@ class TrackSection(Strict):
     project: str = "edgekit"
     entity: str | None = None
     tags: list[str] = Field(default_factory=list)
+    # With train.ema: also score the weights being trained (not their average) on val each epoch, as
+    # val_acc_raw/val_loss_raw. The average lags them by ~1 / (1 − ema) updates, so early epochs say little
+    # about a run's promise; sweeps with hyperband set this and judge trials on it (docs/sweeps.md).
+    raw_val: bool = False
 
 
 class Recipe(Strict):

@@ -22,7 +22,7 @@ from edgekit.cli import app
 from edgekit.errors import EdgekitError
 from edgekit.orchestrate import bayes, sweep, sweep_run
 from edgekit.train import run as train_run
-from edgekit.train.track import Tracker
+from edgekit.train.track import COLUMNS, Tracker
 
 ROOT = Path(__file__).parent.parent
 runner = CliRunner()
@@ -263,11 +263,33 @@ def test_hyperband_stops_a_stalled_trial_keeps_the_learners_and_never_reruns_it(
     assert all(rows[n]["status"] == "finished" for n in rows if "e-07" not in n)
     for name in pruned:
         assert (runs / "s" / name / "pruned.json").is_file() and int(rows[name]["epochs"]) < 8
+    # Each trial logs its raw weights' val for the pruner (a no-op here: these trials have no EMA).
+    assert all(yaml.safe_load((runs / "s" / n / "recipe.yaml").read_text())["track"]["raw_val"] for n in rows)
     again = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs)])
     assert again.exit_code == 0 and "6 already listed" in " ".join(again.output.split())
     assert {r["trial"]: r["status"] for r in csv.DictReader((runs / "s" / "sweep.csv").open())} == {
         n: r["status"] for n, r in rows.items()
     }
+
+
+def test_the_pruner_follows_the_raw_weights_when_a_trial_logs_them_beside_its_ema(tmp_path):
+    """An EMA's val lags its weights, so at hyperband's first rungs every trial's average scores alike;
+    with track.raw_val the trial's curve is its raw weights' val (and val_acc without it)."""
+    rows = [
+        {"epoch": 1, "val_acc": 0.11, "val_acc_raw": 0.62},
+        {"epoch": 2, "val_acc": 0.12, "val_acc_raw": 0.81},
+    ]
+    (tmp_path / "ema").mkdir()
+    with (tmp_path / "ema" / "metrics.csv").open("w", newline="") as f:
+        csv.DictWriter(f, COLUMNS).writeheader()
+        csv.DictWriter(f, COLUMNS).writerows(rows)
+    assert bayes.curve(tmp_path / "ema", "val_acc") == {1: 0.62, 2: 0.81}
+    (tmp_path / "plain").mkdir()
+    with (tmp_path / "plain" / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows([{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}])
+    assert bayes.curve(tmp_path / "plain", "val_acc") == {1: 0.5, 2: 0.7}
 
 
 def test_two_agents_share_one_study_through_a_sqlite_file(tmp_path):

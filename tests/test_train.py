@@ -93,6 +93,29 @@ def test_a_short_run_with_ema_learns(tmp_path):
     assert summary["test_acc"] > 0.3
 
 
+def test_raw_val_logs_the_weights_under_the_ema_as_a_run_without_ema_scores_them(tmp_path):
+    """track.raw_val: val_acc_raw/val_loss_raw are the trained weights' own scores (the EMA never feeds
+    back into training, so they equal a run without EMA epoch for epoch), while val_acc is the average's."""
+    steps = {"epochs": 3, "batch_size": 64}
+    with_ema = run.start(
+        recipe(tmp_path, "ema", train={**steps, "ema": 0.99}, track={"raw_val": True}),
+        [],
+        tmp_path / "runs",
+        QUIET,
+    )
+    plain = run.start(
+        recipe(tmp_path, "plain", train=steps, track={"raw_val": True}), [], tmp_path / "runs", QUIET
+    )
+    ema_rows = list(csv.DictReader((with_ema / "metrics.csv").open()))
+    plain_rows = list(csv.DictReader((plain / "metrics.csv").open()))
+    for key in ("acc", "loss"):
+        assert [float(r[f"val_{key}_raw"]) for r in ema_rows] == [float(r[f"val_{key}"]) for r in plain_rows]
+    assert [r["val_loss"] for r in ema_rows] != [
+        r["val_loss"] for r in plain_rows
+    ]  # the EMA's, logged as before
+    assert all(r["val_acc_raw"] == "" for r in plain_rows)  # without an EMA the raw weights are val's own
+
+
 class Killed(Exception):
     pass
 

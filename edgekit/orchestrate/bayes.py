@@ -77,12 +77,16 @@ def column(sweep: Sweep) -> str:
 
 
 def curve(folder: Path, name: str) -> dict[int, float]:
-    """epoch → value of metrics.csv column `name` in a trial's run folder ({} before its first epoch)."""
+    """epoch → value of metrics.csv column `name` in a trial's run folder ({} before its first epoch).
+    Where the trial logged its raw weights beside their EMA (`name`_raw, track.raw_val), that column:
+    the average lags by ~1 / (1 − ema) updates, and at hyperband's early rungs every trial's average
+    still sits near its random start, so the cut would be at random (docs/sweeps.md)."""
     file = folder / "metrics.csv"
     if not file.is_file():
         return {}
     with file.open(newline="") as f:
-        return {int(float(r["epoch"])): float(r[name]) for r in csv.DictReader(f) if r.get(name)}
+        rows = list(csv.DictReader(f))
+    return {int(float(r["epoch"])): float(r.get(f"{name}_raw") or r[name]) for r in rows if r.get(name)}
 
 
 def study(
@@ -244,7 +248,9 @@ def search(sweep: Sweep, runs_dir: Path, console, parallel: int, count, storage=
     )
     # Listed but unfinished trials (a killed sweep) run first, unwatched; then new ones, batch by batch.
     unfinished = [Trial(n, p) for n, p in listed.items() if trial_state(sweep_dir / n) != "done"]
-    jobs = [(t, _command(sweep, sweep_dir, t, trial_state(sweep_dir / t.name))) for t in unfinished]
+    # Hyperband trials log their raw weights' val beside an EMA's (a no-op without one): `curve` follows it.
+    raw = ("track.raw_val=true",) if sweep.file.early_terminate else ()
+    jobs = [(t, _command(sweep, sweep_dir, t, trial_state(sweep_dir / t.name), raw)) for t in unfinished]
     failed += _run_all(jobs, sweep_dir, env, parallel, console)
     s, space = study(sweep, sweep_dir, listed, storage, join)
 
@@ -263,7 +269,7 @@ def search(sweep: Sweep, runs_dir: Path, console, parallel: int, count, storage=
         claim(sweep_dir, sweep, [t for t, _ in batch])
         listed.update({t.name: t.params for t, _ in batch})
         jobs = [
-            (t, _command(sweep, sweep_dir, t, "new"), watcher(sweep, sweep_dir / t.name, asked))
+            (t, _command(sweep, sweep_dir, t, "new", raw), watcher(sweep, sweep_dir / t.name, asked))
             for t, asked in batch
         ]
         failed += _run_all(jobs, sweep_dir, env, parallel, console)

@@ -112,7 +112,10 @@ def trial_state(folder: Path) -> str:
     return {"finished": "done", "partial": "resume", "new": "restart"}[state]
 
 
-def _command(sweep: Sweep, sweep_dir: Path, trial: Trial, state: str) -> list[str]:
+def _command(
+    sweep: Sweep, sweep_dir: Path, trial: Trial, state: str, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The trial's `edgekit train` call; `extra`: overrides of the runner's own, after the trial's."""
     edgekit = [sys.executable, "-m", "edgekit", "train"]
     if state == "resume":
         return [*edgekit, "--resume", str(sweep_dir / trial.name)]
@@ -120,7 +123,7 @@ def _command(sweep: Sweep, sweep_dir: Path, trial: Trial, state: str) -> list[st
         shutil.rmtree(sweep_dir / trial.name)
     # Local trials stay off wandb unless the sweep itself sets track.wandb.
     quiet = [] if "track.wandb" in trial.params else ["track.wandb=disabled"]
-    overrides = [*trial.overrides(), f"name={trial.name}", *quiet]
+    overrides = [*trial.overrides(), f"name={trial.name}", *quiet, *extra]
     return [*edgekit, str(sweep.recipe_path), *overrides, "--runs-dir", str(sweep_dir)]
 
 

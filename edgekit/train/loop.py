@@ -41,6 +41,7 @@ class State:
     amp_dtype: torch.dtype | None = None
     scaler: torch.amp.GradScaler | None = None
     ema: AveragedModel | None = None
+    raw_val: bool = False  # with an EMA: also score the raw weights on val (track.raw_val)
     clip_grad: float | None = None
     channels_last: bool = False
     net: nn.Module | None = None  # what the training forward runs through: DDP-wrapped and/or compiled model
@@ -208,6 +209,7 @@ def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
         value = ddp.from_main(val["acc"] if s.monitor == "val_acc" else val["loss"])
         s.schedule.after_epoch(value)
         elapsed = time.perf_counter() - started
+        raw = evaluate(s, s.val, s.model) if s.raw_val and s.ema is not None else None
         tracker.log(
             {
                 "epoch": s.epoch,
@@ -219,6 +221,7 @@ def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
                 "images_per_s": stats["seen"] / elapsed,
                 "epoch_s": elapsed,
                 "elapsed_s": time.perf_counter() - tracker.started,
+                **({"val_loss_raw": raw["loss"], "val_acc_raw": raw["acc"]} if raw else {}),
             }
         )
         if _improved(s, value) and math.isfinite(value):

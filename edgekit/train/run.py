@@ -186,6 +186,7 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
         amp_dtype=amp_dtype,
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
         ema=make_ema(model, t.ema, t.epochs * len(train)) if t.ema else None,
+        raw_val=recipe.track.raw_val,
         clip_grad=t.clip_grad,
         channels_last=channels_last,
         net=torch.compile(net) if t.compile else net,

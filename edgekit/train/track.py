@@ -23,6 +23,8 @@ COLUMNS = [
     "images_per_s",
     "epoch_s",
     "elapsed_s",
+    "val_loss_raw",  # with track.raw_val and train.ema: the raw weights' val; empty otherwise
+    "val_acc_raw",
 ]
 LIVE_ROWS = 12  # the live table shows the newest epochs only: a 2000-epoch run stays readable
 
@@ -146,7 +148,7 @@ def _read_rows(path: Path, upto: int) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
     return [r for r in rows if r["epoch"] <= upto]
 
 
@@ -203,6 +205,8 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
     for ax, key, title in [(axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")]:
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], label="train")
         ax.plot(epochs, [r[f"val_{key}"] for r in rows], label="val")
+        if rows and all(f"val_{key}_raw" in r for r in rows):  # track.raw_val: the weights under the EMA
+            ax.plot(epochs, [r[f"val_{key}_raw"] for r in rows], label="val, raw weights", linestyle=":")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend()

@@ -96,6 +96,10 @@ class TrainSection(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     clip_grad: float | None = Field(None, gt=0)
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    # Which epoch's weights become best.pt (the weights to deploy): the best by `monitor`, or the last.
+    # With an EMA and a tiny val set, picking the maximum of a noisy val curve costs more than it finds
+    # (fashion/base.yaml; bench/frontier_choices.md).
+    select: Literal["best", "last"] = "best"
     early_stop: EarlyStop = Field(default_factory=EarlyStop)
     ema: float | None = Field(None, gt=0, lt=1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")

@@ -116,6 +116,27 @@ def test_raw_val_logs_the_weights_under_the_ema_as_a_run_without_ema_scores_them
     assert all(r["val_acc_raw"] == "" for r in plain_rows)  # without an EMA the raw weights are val's own
 
 
+def test_select_last_keeps_the_final_epochs_weights_whatever_val_says(tmp_path):
+    """train.select: last: best.pt holds the last epoch's weights to deploy (here the EMA's), and the
+    summary's val and test accuracy are theirs; the best epoch by val is still reported beside them."""
+    steps = {"epochs": 4, "batch_size": 64, "ema": 0.9}
+    last = run.start(
+        recipe(tmp_path, "last", train={**steps, "select": "last"}), [], tmp_path / "runs", QUIET
+    )
+    best = run.start(recipe(tmp_path, "best", train=steps), [], tmp_path / "runs", QUIET)
+    final = load_checkpoint(last / "last.pt")["ema"]
+    kept = weights(last / "best.pt")
+    assert all(torch.equal(kept[k], final[f"module.{k}"]) for k in kept)
+    summary = json.loads((last / "summary.json").read_text())
+    rows = list(csv.DictReader((last / "metrics.csv").open()))
+    assert summary["kept_epoch"] == 4 and summary["select"] == "last"
+    assert summary["val_acc"] == float(rows[-1]["val_acc"])
+    # The same trajectory either way: only which epoch best.pt holds differs.
+    other = json.loads((best / "summary.json").read_text())
+    assert (other["best_epoch"], other["best_val"]) == (summary["best_epoch"], summary["best_val"])
+    assert other["kept_epoch"] == other["best_epoch"]
+
+
 class Killed(Exception):
     pass
 

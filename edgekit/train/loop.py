@@ -46,6 +46,7 @@ class State:
     channels_last: bool = False
     net: nn.Module | None = None  # what the training forward runs through: DDP-wrapped and/or compiled model
     monitor: str = "val_acc"
+    select: str = "best"  # best.pt: the best epoch by `monitor`, or the last (train.select)
     patience: int | None = None
     min_delta: float = 0.0
     epoch: int = 0
@@ -57,6 +58,11 @@ class State:
     @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def kept_epoch(self) -> int:
+        """The epoch whose weights best.pt holds."""
+        return self.epoch if self.select == "last" else self.best_epoch
 
 
 EMA_SPAN = 5  # the average's time constant is at most 1 / EMA_SPAN of the run's updates
@@ -224,12 +230,13 @@ def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
                 **({"val_loss_raw": raw["loss"], "val_acc_raw": raw["acc"]} if raw else {}),
             }
         )
-        if _improved(s, value) and math.isfinite(value):
+        improved = _improved(s, value) and math.isfinite(value)
+        if improved:
             s.best, s.best_epoch, s.stale = value, s.epoch, 0
-            if ddp.is_main():
-                save_checkpoint(run_dir / BEST_FILE, checkpoint_payload(s, for_best=True))
         else:
             s.stale += 1
+        if ddp.is_main() and (improved or s.select == "last"):
+            save_checkpoint(run_dir / BEST_FILE, checkpoint_payload(s, for_best=True))
         if ddp.is_main():  # every rank holds the same weights; one writes them
             save_checkpoint(run_dir / LAST_FILE, checkpoint_payload(s))
         if s.patience is not None and s.stale >= s.patience:

@@ -191,6 +191,7 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
         channels_last=channels_last,
         net=torch.compile(net) if t.compile else net,
         monitor=t.monitor,
+        select=t.select,
         patience=t.early_stop.patience,
         min_delta=t.early_stop.min_delta,
         meta={**meta, "test": data.test},
@@ -282,7 +283,8 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         summary = summarize(state, run_dir, test, reason, time.perf_counter() - started, tracker.rows)
         write_json(Run(run_dir).summary_file, {**summary, "stop": stop})
         tracker.finish(summary)
+    kept = f"kept epoch {state.kept_epoch} (train.select: last); " if state.select == "last" else ""
     console.print(
-        f"{reason}. best {state.monitor} {summary['best_val']:.4f} at epoch {state.best_epoch}; "
+        f"{reason}. best {state.monitor} {summary['best_val']:.4f} at epoch {state.best_epoch}; {kept}"
         f"test accuracy {summary['test_acc']:.2%}; {run_dir}"
     )

@@ -27,6 +27,8 @@ def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, row
         "monitor": state.monitor,
         "best_val": state.best,
         "best_epoch": state.best_epoch,
+        "select": state.select,
+        "kept_epoch": state.kept_epoch,  # best.pt's epoch: best_epoch, or the last with train.select: last
         "wall_s": round(wall_s, 2),
         "images_per_s": round(sum(r["images_per_s"] for r in rows) / max(len(rows), 1), 1),
         "device": str(state.device),
@@ -49,10 +51,10 @@ def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, row
         if "distill" in summary:  # the teacher (ensemble) on the same test images: the gap KD works on
             teacher = evaluate(state, loader, state.objective.teacher)["acc"]
             summary["distill"] = {**summary["distill"], "teacher_test_acc": teacher}
-        best_row = next((r for r in rows if r["epoch"] == state.best_epoch), None)
+        kept_row = next((r for r in rows if r["epoch"] == state.kept_epoch), None)
         summary.update(
             test_acc=result["acc"],
             test_loss=result["loss"],
-            val_acc=best_row["val_acc"] if best_row else None,
+            val_acc=kept_row["val_acc"] if kept_row else None,
         )
     return summary

@@ -1,0 +1,166 @@
+"""Which epoch to keep: the best by val (270 images) or the last, scored on Fashion's 5,000-image dev set.
+
+    python bench/select_epoch.py --work runs/select_study            # r2k, r5k, r1k × seeds 0-9, alone
+    python bench/select_epoch.py --rungs r2k --seeds 0,1 --work /tmp/s  # a smaller study
+    python bench/select_epoch.py --work runs/select_study --extra runs/tune_fashion_v2/runs  # + scored only
+
+Each Fashion-MNIST-1800 rung is trained alone as shipped (EMA, `train.select=best`), `--jobs` at a time
+with one thread each; one training gives both candidates, so the comparison is paired within a run:
+`best.pt` (the epoch with the best val) against the final epoch's weights (the EMA's, from `last.pt`).
+Both are scored on the dev set (bench/frontier_dev.py: training images no run sees) and on the official
+10,000 test images. The rule, fixed before the first run finished: adopt `train.select: last` for
+`recipes/fashion/base.yaml` if the pooled paired dev difference (last − best) has a 95% t interval above
+zero. Test is reported, never used. `--extra DIR`: every run folder under DIR scored the same way, shown
+beside (not part of the rule). Runs in `--work` are kept: a rerun scores them without training again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import ROOT, cpu
+from frontier_dev import dev_set
+from frontier_report import paired
+from rich.console import Console
+
+from edgekit.data import prepare
+from edgekit.models import from_checkpoint
+from edgekit.prune.prune import accuracy
+from edgekit.runs import Run, load_checkpoint
+
+
+def train(rung: str, seed: int, work: Path) -> Path:
+    """`edgekit train recipes/fashion/<rung>.yaml seed=<seed>` into work/<rung>-s<seed> (kept if finished)."""
+    name = f"{rung}-s{seed}"
+    folder = work / name
+    if (Run(folder).summary() or {}).get("test_acc") is None:
+        command = [
+            sys.executable,
+            "-m",
+            "edgekit",
+            "train",
+            str(ROOT / "recipes" / "fashion" / f"{rung}.yaml"),
+        ]
+        overrides = [f"seed={seed}", f"name={name}", "train.select=best", "train.device=cpu"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        with (work / f"{name}.log").open("w") as log:
+            subprocess.run(
+                [*command, *overrides, "track.wandb=disabled", "--runs-dir", str(work)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                check=True,
+            )
+    return folder
+
+
+def scores(folder: Path, test) -> dict[str, float]:
+    """Dev and test accuracy of best.pt and of the final epoch's weights (the EMA's when there is one)."""
+    best = load_checkpoint(folder / "best.pt")
+    last = load_checkpoint(folder / "last.pt")
+    model = from_checkpoint(best, folder / "best.pt")
+    out = {"best_epoch": best["best_epoch"], "epochs": last["epoch"]}
+    for kept, weights in (("best", best["model"]), ("last", _final_weights(last))):
+        model.load_state_dict(weights)
+        out[f"{kept}_dev"] = accuracy(model, dev_set(), best["mean"], best["std"])
+        out[f"{kept}_test"] = accuracy(model, test, best["mean"], best["std"])
+    return out
+
+
+def _final_weights(last: dict) -> dict:
+    ema = last.get("ema")
+    if not ema:
+        return last["model"]
+    return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
+
+
+def table(groups: dict[str, list[dict]], console: Console) -> list[str]:
+    lines = [
+        "| runs | n | dev: best-val epoch | dev: last epoch | Δ dev [95% CI] | test: best / last | Δ test "
+        "| best epoch (median) |",
+        "| --- | ---: | ---: | ---: | --- | --- | --- | ---: |",
+    ]
+    for name, rows in groups.items():
+        d = paired([r["best_dev"] for r in rows], [r["last_dev"] for r in rows])
+        t = paired([r["best_test"] for r in rows], [r["last_test"] for r in rows])
+        lines.append(
+            f"| {name} | {len(rows)} | {_mean(rows, 'best_dev'):.2%} | {_mean(rows, 'last_dev'):.2%} | "
+            f"{_ci(d)} | {_mean(rows, 'best_test'):.2%} / {_mean(rows, 'last_test'):.2%} | {_ci(t)} | "
+            f"{sorted(r['best_epoch'] for r in rows)[len(rows) // 2]} of {rows[0]['epochs']} |"
+        )
+        console.print(lines[-1], highlight=False)
+    return lines
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def _ci(d: tuple[float, float, float]) -> str:
+    return f"{d[0] * 100:+.2f} [{d[1] * 100:+.2f}, {d[2] * 100:+.2f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rungs", default="r2k,r5k,r1k")
+    parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--work", type=Path, required=True, help="the runs' folder, kept between calls")
+    parser.add_argument("--extra", type=Path, help="also score every run folder under this one (shown only)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "select_epoch.md")
+    args = parser.parse_args()
+    console, started = Console(), time.perf_counter()
+    rungs, seeds = args.rungs.split(","), [int(s) for s in args.seeds.split(",")]
+    args.work.mkdir(parents=True, exist_ok=True)
+    pairs = [(r, s) for s in seeds for r in rungs]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        folders = list(pool.map(lambda p: train(*p, args.work), pairs))
+    test = prepare("fashion_mnist", {}, None, 0.15, 0.0, split_seed=0, train_per_class=180).test
+    scored = {p: scores(f, test) for p, f in zip(pairs, folders, strict=True)}
+    groups = {f"`fashion/{r}`": [scored[(r, s)] for s in seeds] for r in rungs}
+    groups["**pooled**"] = list(scored.values())
+    pooled = paired([r["best_dev"] for r in scored.values()], [r["last_dev"] for r in scored.values()])
+    lines = [
+        "# Which epoch to keep: the best by val, or the last",
+        "",
+        f"`python bench/select_epoch.py {' '.join(sys.argv[1:])}` — {time.strftime('%Y-%m-%d')}, {cpu()}, "
+        f"{(time.perf_counter() - started) / 60:.0f} min (runs already in the work folder are not trained "
+        "again). Fashion-MNIST-1800, each rung trained alone as shipped (EMA 0.999), seeds "
+        f"{args.seeds}; paired within each run: `best.pt` (the best of its 270 val images' epochs) against "
+        "the final epoch's EMA weights; Δ = last − best, points, 95% t interval. Dev: 5,000 Fashion "
+        "training images no run trains on (bench/frontier_dev.py). Test: the official 10,000, not used.",
+        "",
+        *table(groups, console),
+        "",
+        "Rule, fixed before the first run finished: adopt `train.select: last` for "
+        "`recipes/fashion/base.yaml` if the pooled Δ dev interval lies above zero. "
+        + (
+            f"It does ({_ci(pooled)}): **adopted**."
+            if pooled[1] > 0
+            else f"It does not ({_ci(pooled)}): not adopted."
+        ),
+        "",
+    ]
+    if args.extra:
+        extra = [f for f in sorted(args.extra.glob("*/*")) if (f / "last.pt").is_file()]
+        by_parent: dict[str, list[dict]] = {}
+        for f in extra:
+            by_parent.setdefault(f"`{f.parent.name}` (under {args.extra})", []).append(scores(f, test))
+        lines += [
+            "Scored only (not part of the rule): every run under `--extra`.",
+            "",
+            *table(by_parent, console),
+            "",
+        ]
+    args.out.write_text("\n".join(lines))
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -137,7 +137,8 @@ def agreement(result: dict) -> list[str]:
         f"Choices here read the **dev set** (bench/frontier_dev.py: 5,000 Fashion training images the "
         f"benchmark never trains on), not each run's 270 val images: across these {len(test)} runs, "
         f"within each rung and method, test accuracy correlates {r_val:.2f} with val and {r_dev:.2f} "
-        "with dev. Each run's best epoch is still picked on its own val, as a user's would be."
+        "with dev. Each run's epoch is still its own recipe's choice (its best val, or its last), as a "
+        "user's would be."
     ]
 
 
@@ -218,7 +219,8 @@ def markdown(command: str, cpu: str, minutes: float, results: list[dict], starte
         f"`{command}` — {time.strftime('%Y-%m-%d')}, {cpu}: this call {minutes:.0f} min (cached runs are not "
         f"re-run); {train_minutes(results):.0f} min of training behind the tables, each run timed as it ran "
         "(runs from earlier calls ran beside other jobs: not speed figures). Accuracy is test accuracy of "
-        "each run's best-val epoch; choices were made on the dev set (Fashion) or val (digits).",
+        "each run's best.pt (its best-val epoch, or its last under the recipe's `train.select: last`); "
+        "choices were made on the dev set (Fashion) or val (digits).",
         "",
         whole_run(results, minutes, started),
         "",

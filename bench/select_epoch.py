@@ -92,10 +92,17 @@ def table(groups: dict[str, list[dict]], console: Console) -> list[str]:
         lines.append(
             f"| {name} | {len(rows)} | {_mean(rows, 'best_dev'):.2%} | {_mean(rows, 'last_dev'):.2%} | "
             f"{_ci(d)} | {_mean(rows, 'best_test'):.2%} / {_mean(rows, 'last_test'):.2%} | {_ci(t)} | "
-            f"{sorted(r['best_epoch'] for r in rows)[len(rows) // 2]} of {rows[0]['epochs']} |"
+            f"{_median_epoch(rows)} |"
         )
         console.print(lines[-1], highlight=False)
     return lines
+
+
+def _median_epoch(rows: list[dict]) -> str:
+    """The median best-val epoch, "of" the runs' length when they share one."""
+    median = sorted(r["best_epoch"] for r in rows)[len(rows) // 2]
+    lengths = {r["epochs"] for r in rows}
+    return f"{median} of {lengths.pop()}" if len(lengths) == 1 else "–"
 
 
 def _mean(rows: list[dict], key: str) -> float:

@@ -3,6 +3,7 @@
     python bench/select_epoch.py --work runs/select_study            # r2k, r5k, r1k × seeds 0-9, alone
     python bench/select_epoch.py --rungs r2k --seeds 0,1 --work /tmp/s  # a smaller study
     python bench/select_epoch.py --work runs/select_study --extra runs/tune_fashion_v2/runs  # + scored only
+    python bench/select_epoch.py --work runs/select_study --shown r2k_kd   # + the distilled r2k, shown only
 
 Each Fashion-MNIST-1800 rung is trained alone as shipped (EMA, `train.select=best`), `--jobs` at a time
 with one thread each; one training gives both candidates, so the comparison is paired within a run:
@@ -10,8 +11,10 @@ with one thread each; one training gives both candidates, so the comparison is p
 Both are scored on the dev set (bench/frontier_dev.py: training images no run sees) and on the official
 10,000 test images. The rule, fixed before the first run finished: adopt `train.select: last` for
 `recipes/fashion/base.yaml` if the pooled paired dev difference (last − best) has a 95% t interval above
-zero. Test is reported, never used. `--extra DIR`: every run folder under DIR scored the same way, shown
-beside (not part of the rule). Runs in `--work` are kept: a rerun scores them without training again.
+zero. Test is reported, never used. `--shown RUNGS`: more `recipes/fashion/` recipes trained and scored
+the same way, shown beside the rule's rungs but not pooled into it (`r2k_kd` needs its teacher runs).
+`--extra DIR`: every run folder under DIR scored the same way, shown beside (not part of the rule). Runs
+in `--work` are kept: a rerun scores them without training again.
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ def _ci(d: tuple[float, float, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rungs", default="r2k,r5k,r1k")
+    parser.add_argument("--shown", default="", help="more fashion/ recipes, shown but outside the rule")
     parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path, required=True, help="the runs' folder, kept between calls")
@@ -124,15 +128,18 @@ def main() -> None:
     args = parser.parse_args()
     console, started = Console(), time.perf_counter()
     rungs, seeds = args.rungs.split(","), [int(s) for s in args.seeds.split(",")]
+    shown = [r for r in args.shown.split(",") if r]
     args.work.mkdir(parents=True, exist_ok=True)
-    pairs = [(r, s) for s in seeds for r in rungs]
+    pairs = [(r, s) for s in seeds for r in rungs + shown]
     with ThreadPoolExecutor(args.jobs) as pool:
         folders = list(pool.map(lambda p: train(*p, args.work), pairs))
     test = prepare("fashion_mnist", {}, None, 0.15, 0.0, split_seed=0, train_per_class=180).test
     scored = {p: scores(f, test) for p, f in zip(pairs, folders, strict=True)}
     groups = {f"`fashion/{r}`": [scored[(r, s)] for s in seeds] for r in rungs}
-    groups["**pooled**"] = list(scored.values())
-    pooled = paired([r["best_dev"] for r in scored.values()], [r["last_dev"] for r in scored.values()])
+    ruled = [scored[(r, s)] for r in rungs for s in seeds]
+    groups[f"**pooled** ({', '.join(rungs)})"] = ruled
+    groups |= {f"`fashion/{r}` (shown, not in the rule)": [scored[(r, s)] for s in seeds] for r in shown}
+    pooled = paired([r["best_dev"] for r in ruled], [r["last_dev"] for r in ruled])
     lines = [
         "# Which epoch to keep: the best by val, or the last",
         "",

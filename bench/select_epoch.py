@@ -101,6 +101,29 @@ def table(groups: dict[str, list[dict]], console: Console) -> list[str]:
     return lines
 
 
+def versus(shown: list[str], rungs: list[str], seeds: list[int], scored: dict) -> list[str]:
+    """Each shown `<rung>_kd` against its `<rung>` alone, paired by seed, under either epoch choice."""
+    lines = []
+    for kd in (r for r in shown if r.removesuffix("_kd") in rungs and r != r.removesuffix("_kd")):
+        alone = kd.removesuffix("_kd")
+        cells = []
+        for kept in ("best", "last"):
+            for split in ("dev", "test"):
+                a = [scored[(alone, s)][f"{kept}_{split}"] for s in seeds]
+                b = [scored[(kd, s)][f"{kept}_{split}"] for s in seeds]
+                cells.append(_ci(paired(a, b)))
+        lines += [
+            f"`fashion/{kd}` − `fashion/{alone}`, paired by seed (points, 95% t interval):",
+            "",
+            "| epoch kept | Δ dev | Δ test |",
+            "| --- | --- | --- |",
+            f"| best val | {cells[0]} | {cells[1]} |",
+            f"| last | {cells[2]} | {cells[3]} |",
+            "",
+        ]
+    return lines
+
+
 def _median_epoch(rows: list[dict]) -> str:
     """The median best-val epoch, "of" the runs' length when they share one."""
     median = sorted(r["best_epoch"] for r in rows)[len(rows) // 2]
@@ -161,6 +184,7 @@ def main() -> None:
         ),
         "",
     ]
+    lines += versus(shown, rungs, seeds, scored)
     if args.extra:
         extra = [f for f in sorted(args.extra.glob("*/*")) if (f / "last.pt").is_file()]
         by_parent: dict[str, list[dict]] = {}

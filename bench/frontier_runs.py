@@ -24,6 +24,7 @@ from edgekit.recipe import load
 LATER_DEFAULTS: dict[tuple[str, str], object] = {
     ("model", "downsample"): None,
     ("distill", "precompute"): "auto",
+    ("train", "select"): "best",  # which epoch best.pt holds; "best" is what every earlier run kept
 }
 
 

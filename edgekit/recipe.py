@@ -96,9 +96,7 @@ class TrainSection(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     clip_grad: float | None = Field(None, gt=0)
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
-    # Which epoch's weights become best.pt (the weights to deploy): the best by `monitor`, or the last.
-    # With an EMA and a tiny val set, picking the maximum of a noisy val curve costs more than it finds
-    # (fashion/base.yaml; bench/frontier_choices.md).
+    # best.pt (the weights to deploy): the best epoch by `monitor`, or the last (fashion/base.yaml says why)
     select: Literal["best", "last"] = "best"
     early_stop: EarlyStop = Field(default_factory=EarlyStop)
     ema: float | None = Field(None, gt=0, lt=1)
@@ -115,9 +113,7 @@ class TrackSection(Strict):
     project: str = "edgekit"
     entity: str | None = None
     tags: list[str] = Field(default_factory=list)
-    # With train.ema: also score the weights being trained (not their average) on val each epoch, as
-    # val_acc_raw/val_loss_raw. The average lags them by ~1 / (1 − ema) updates, so early epochs say little
-    # about a run's promise; sweeps with hyperband set this and judge trials on it (docs/sweeps.md).
+    # With train.ema: also log the raw weights' val (val_acc_raw), which hyperband judges on (docs/sweeps.md)
     raw_val: bool = False
 
 

@@ -275,21 +275,25 @@ def test_hyperband_stops_a_stalled_trial_keeps_the_learners_and_never_reruns_it(
 def test_the_pruner_follows_the_raw_weights_when_a_trial_logs_them_beside_its_ema(tmp_path):
     """An EMA's val lags its weights, so at hyperband's first rungs every trial's average scores alike;
     with track.raw_val the trial's curve is its raw weights' val (and val_acc without it)."""
-    rows = [
-        {"epoch": 1, "val_acc": 0.11, "val_acc_raw": 0.62},
-        {"epoch": 2, "val_acc": 0.12, "val_acc_raw": 0.81},
-    ]
-    (tmp_path / "ema").mkdir()
-    with (tmp_path / "ema" / "metrics.csv").open("w", newline="") as f:
-        csv.DictWriter(f, COLUMNS).writeheader()
-        csv.DictWriter(f, COLUMNS).writerows(rows)
-    assert bayes.curve(tmp_path / "ema", "val_acc") == {1: 0.62, 2: 0.81}
-    (tmp_path / "plain").mkdir()
-    with (tmp_path / "plain" / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows([{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}])
-    assert bayes.curve(tmp_path / "plain", "val_acc") == {1: 0.5, 2: 0.7}
+
+    def trial(name: str, rows: list[dict]) -> Path:
+        (tmp_path / name).mkdir()
+        with (tmp_path / name / "metrics.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        return tmp_path / name
+
+    ema = trial(
+        "ema",
+        [
+            {"epoch": 1, "val_acc": 0.11, "val_acc_raw": 0.62},
+            {"epoch": 2, "val_acc": 0.12, "val_acc_raw": 0.81},
+        ],
+    )
+    assert bayes.curve(ema, "val_acc") == {1: 0.62, 2: 0.81}
+    plain = trial("plain", [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}])
+    assert bayes.curve(plain, "val_acc") == {1: 0.5, 2: 0.7}
 
 
 def test_two_agents_share_one_study_through_a_sqlite_file(tmp_path):

@@ -38,9 +38,10 @@ from edgekit.prune.prune import accuracy
 from edgekit.runs import Run, load_checkpoint
 
 
-def train(rung: str, seed: int, work: Path) -> Path:
-    """`edgekit train recipes/fashion/<rung>.yaml seed=<seed>` into work/<rung>-s<seed> (kept if finished)."""
-    name = f"{rung}-s{seed}"
+def train(rung: str, seed: int, work: Path, overrides: tuple[str, ...] = (), label: str = "") -> Path:
+    """`edgekit train recipes/fashion/<rung>.yaml seed=<seed> [overrides]` into work/<rung><label>-s<seed>
+    (kept if finished): `label` names the overrides, so each variant has its own folder."""
+    name = f"{rung}{label}-s{seed}"
     folder = work / name
     if (Run(folder).summary() or {}).get("test_acc") is None:
         command = [
@@ -50,7 +51,7 @@ def train(rung: str, seed: int, work: Path) -> Path:
             "train",
             str(ROOT / "recipes" / "fashion" / f"{rung}.yaml"),
         ]
-        overrides = [f"seed={seed}", f"name={name}", "train.select=best", "train.device=cpu"]
+        overrides = [*overrides, f"seed={seed}", f"name={name}", "train.select=best", "train.device=cpu"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with (work / f"{name}.log").open("w") as log:
             subprocess.run(

@@ -42,7 +42,8 @@ from torchvision.transforms import v2
 from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import AugmentParams
 from edgekit.models import build_model
-from edgekit.recipe import Recipe, load
+from edgekit.recipe import load
+from edgekit.recipe_schema import Recipe
 from edgekit.train.summary import EVAL_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from edgekit.data import folder
 from edgekit.data.tvfiles import cifar_files, find_idx, read_idx, tv_cifar, tv_mnist
 from edgekit.errors import EdgekitError
-from edgekit.recipe import bind
+from edgekit.recipe_schema import bind
 from edgekit.registry import Registry
 
 DATASETS = Registry("dataset")

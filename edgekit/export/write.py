@@ -30,7 +30,8 @@ from edgekit.errors import EdgekitError
 from edgekit.export import onnx as to
 from edgekit.export import parity
 from edgekit.models import from_checkpoint
-from edgekit.recipe import Recipe, validate
+from edgekit.recipe import validate
+from edgekit.recipe_schema import Recipe
 from edgekit.runs import Run, load_checkpoint, newest_run
 
 EVAL_CAP = 2000  # eval.npz holds the whole test split up to this many images, else a stratified sample

@@ -8,7 +8,7 @@ from torch import nn
 
 from edgekit.errors import EdgekitError
 from edgekit.models.spec import ModelSpec
-from edgekit.recipe import bind
+from edgekit.recipe_schema import bind
 from edgekit.registry import Registry
 
 MODELS = Registry("architecture")

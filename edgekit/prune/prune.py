@@ -18,7 +18,8 @@ from edgekit.data.loader import DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.models import Classifier, count_macs, count_params, from_checkpoint
 from edgekit.prune.importance import IMPORTANCES, GroupNormPruner
-from edgekit.recipe import Recipe, apply_overrides, validate
+from edgekit.recipe import apply_overrides, validate
+from edgekit.recipe_schema import Recipe
 from edgekit.runs import Run, load_checkpoint, run_dir_of
 
 MAX_RATIO = 0.99  # of channels removed; at 1.0 torch-pruning would have to empty layers, which it refuses

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.recipe import bind
+from edgekit.recipe_schema import bind
 from edgekit.registry import Registry
 
 LOSSES = Registry("loss")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau
 
-from edgekit.recipe import bind
+from edgekit.recipe_schema import bind
 from edgekit.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")

@@ -15,7 +15,8 @@ from edgekit.data import Prepared, prepare_for
 from edgekit.data.loader import AugmentParams, DeviceLoader
 from edgekit.errors import EdgekitError
 from edgekit.models import ModelSpec, count_macs, count_params
-from edgekit.recipe import Recipe, load
+from edgekit.recipe import load
+from edgekit.recipe_schema import Recipe
 from edgekit.runs import ORIGIN_FILE, Run, load_checkpoint, new_run_dir, write_json
 from edgekit.train import ddp, lr_find
 from edgekit.train.loop import NonFiniteLoss, State, fit, make_ema, restore

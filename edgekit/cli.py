@@ -194,7 +194,7 @@ def models(
     image_size: Annotated[int, typer.Option(help="Input size to count for.")] = 8,
     num_classes: Annotated[int, typer.Option(help="Classes to count for.")] = 10,
 ):
-    """List architectures (and the recipes in ./recipes) with parameters and MACs."""
+    """List architectures (and the recipes under ./recipes, subfolders too) with parameters and MACs."""
     from edgekit.listing import zoo_table
 
     console.print(zoo_table(recipes, in_channels, image_size, num_classes))

@@ -10,6 +10,9 @@ from edgekit.errors import EdgekitError
 from edgekit.models.contract import MODELS, build_model
 from edgekit.models.count import count_macs, count_params
 
+# Folders of the recipes tree that hold other YAML files (sweep and pipeline specs), not recipes.
+NOT_RECIPES = {"sweeps", "pipelines"}
+
 
 def _row(arch: str, options: dict, shape: tuple[int, int, int], num_classes: int) -> tuple[str, str]:
     model = build_model(arch, options, shape[0], num_classes, shape[1])
@@ -17,7 +20,8 @@ def _row(arch: str, options: dict, shape: tuple[int, int, int], num_classes: int
 
 
 def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes: int) -> Table:
-    """Architectures at their defaults, then every recipe in `recipes_dir`, counted for one input shape."""
+    """Architectures at their defaults, then every recipe under `recipes_dir` (subfolders such as
+    `fashion/` too, named by their path), counted for one input shape."""
     import edgekit.train  # noqa: F401  (binds the train registries the recipes are validated against)
     from edgekit.recipe import load
 
@@ -32,16 +36,25 @@ def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes:
             table.add_row(arch, "architecture", arch, "—", "—")
             continue
         table.add_row(arch, "architecture", arch, *_row(arch, {}, shape, num_classes))
-    for path in sorted(Path(recipes_dir).glob("*.yaml")):
+    for path in _recipe_files(Path(recipes_dir)):
+        name = path.relative_to(recipes_dir).with_suffix("").as_posix()
         try:
             recipe = load(path)
         except EdgekitError as e:
-            table.add_row(path.stem, "recipe", "[red]invalid[/]", str(e).splitlines()[0], "")
+            table.add_row(name, "recipe", "[red]invalid[/]", str(e).splitlines()[0], "")
             continue
         table.add_row(
-            path.stem,
+            name,
             "recipe",
             recipe.model.arch,
             *_row(recipe.model.arch, recipe.options("model"), shape, num_classes),
         )
     return table
+
+
+def _recipe_files(recipes_dir: Path) -> list[Path]:
+    """Top-level recipes first, then each subfolder's, skipping sweep and pipeline folders."""
+    files = [
+        p for p in recipes_dir.rglob("*.yaml") if not NOT_RECIPES & set(p.relative_to(recipes_dir).parts)
+    ]
+    return sorted(files, key=lambda p: (len(p.relative_to(recipes_dir).parts), p.as_posix()))

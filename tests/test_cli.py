@@ -120,8 +120,9 @@ def test_missing_dataset_root_exit_2(tmp_path):
 def test_models_lists_architectures_and_recipes():
     result = runner.invoke(app, ["models", "--recipes", str(ROOT / "recipes")])
     assert result.exit_code == 0, result.output
-    for name in ("lenet", "resnet_small", "mobilenet_tiny", "lenet_2k", "mobilenet_tiny"):
+    for name in ("lenet", "resnet_small", "mobilenet_tiny", "lenet_2k", "fashion/r2k_kd"):
         assert name in result.output
+    assert "invalid" not in result.output and "digits_edge" not in result.output  # sweeps, pipelines skipped
 
 
 def test_export_then_bench_through_the_cli(tmp_path, monkeypatch):

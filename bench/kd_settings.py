@@ -18,6 +18,8 @@ The variants, also fixed then: `dist` (DIST, T 1), `a09t4` (hinton alpha 0.9, T 
 1: no labels), `dkd` (T 4), and heavier crops for the distilled student (`crop4`: padding 4, where the
 teacher's soft labels stay right for views that labels fit worse; Beyer et al.), the latter beside the
 same crops alone so that what augmentation does alone is not credited to distillation.
+Added after the first four had lost to the shipped settings (seeds 0-4), before `crop4` finished: a
+patient schedule (`e1200`: 1,200 epochs, the ladder's r2k has 600; Beyer et al.), distilled and alone.
 Test is reported, never used to choose. "Recovery" is (distilled − alone) / (teacher − alone) on test,
 the frontier goal's measure (bench/frontier.md), with the teacher's test accuracy from the runs.
 """

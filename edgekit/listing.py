@@ -10,7 +10,8 @@ from edgekit.errors import EdgekitError
 from edgekit.models.contract import MODELS, build_model
 from edgekit.models.count import count_macs, count_params
 
-# Folders of the recipes tree that hold other YAML files (sweep and pipeline specs), not recipes.
+# Folders of the recipes tree that hold other YAML files (sweep and pipeline specs), not recipes; a file
+# named `_*.yaml` is a fragment that recipes extend (fashion/_teacher_ensemble.yaml), not one on its own.
 NOT_RECIPES = {"sweeps", "pipelines"}
 
 
@@ -53,7 +54,7 @@ def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes:
 
 
 def _recipe_files(recipes_dir: Path) -> list[Path]:
-    """Top-level recipes first, then each subfolder's, skipping sweep and pipeline folders."""
+    """Top-level recipes first, then each subfolder's, skipping sweep and pipeline folders and fragments."""
     files = [
         p for p in recipes_dir.rglob("*.yaml") if not NOT_RECIPES & set(p.relative_to(recipes_dir).parts)
     ]

@@ -73,11 +73,17 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise EdgekitError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(raw, dict):
         raise EdgekitError(f"{path}: expected a mapping of sections (data, model, train, ...)")
-    parent = raw.pop("extends", None)
-    if parent is None:
+    parents = raw.pop("extends", None)
+    if parents is None:
         return raw
-    base = _read(path.parent / str(parent), seen + (path.resolve(),))
-    base.pop("name", None)  # a recipe is named after its own file unless it says otherwise
+    parents = [parents] if isinstance(parents, str) else parents
+    if not (isinstance(parents, list) and parents and all(isinstance(p, str) for p in parents)):
+        raise EdgekitError(f"{path}: extends = {parents!r}: expected a recipe file or a list of them")
+    base: dict[str, Any] = {}
+    for parent in parents:  # merged in order: a later parent wins, and the file itself wins over all
+        part = _read(path.parent / parent, seen + (path.resolve(),))
+        part.pop("name", None)  # a recipe is named after its own file unless it says otherwise
+        base = _merge(base, part, ())
     return _merge(base, raw, ())
 
 

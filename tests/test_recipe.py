@@ -12,8 +12,13 @@ from edgekit.errors import EdgekitError
 from edgekit.recipe import load
 
 ROOT_RECIPES = Path(__file__).parent.parent / "recipes"
-# Every training recipe, the small-data ladder in recipes/fashion/ included (sweeps and pipelines aside).
-RECIPES = sorted(p for p in ROOT_RECIPES.rglob("*.yaml") if p.parent.name not in ("sweeps", "pipelines"))
+# Every training recipe, the small-data ladder in recipes/fashion/ included (sweeps, pipelines and the
+# `_*.yaml` fragments that recipes extend aside).
+RECIPES = sorted(
+    p
+    for p in ROOT_RECIPES.rglob("*.yaml")
+    if p.parent.name not in ("sweeps", "pipelines") and not p.name.startswith("_")
+)
 
 
 def write(path: Path, data: dict) -> Path:
@@ -55,6 +60,28 @@ def test_extends_with_another_arch_drops_the_parents_model_options(tmp_path):
     write(tmp_path / "base.yaml", {"model": {"arch": "lenet", "channels": [4, 8]}})
     child = write(tmp_path / "child.yaml", {"extends": "base.yaml", "model": {"arch": "mobilenet_tiny"}})
     assert load(child).model.arch == "mobilenet_tiny"
+
+
+def test_extends_a_list_merges_the_parents_in_order_then_the_file(tmp_path):
+    write(tmp_path / "rung.yaml", {"model": {"arch": "lenet", "channels": [4, 8]}, "train": {"epochs": 7}})
+    write(tmp_path / "_kd.yaml", {"train": {"epochs": 9, "batch_size": 16}, "distill": {"teacher": "runs/t"}})
+    child = write(tmp_path / "child.yaml", {"extends": ["rung.yaml", "_kd.yaml"], "train": {"batch_size": 8}})
+    recipe = load(child)
+    assert recipe.options("model")["channels"] == [4, 8] and recipe.distill.teacher == "runs/t"
+    assert (recipe.train.epochs, recipe.train.batch_size, recipe.name) == (9, 8, "child")
+
+
+@pytest.mark.parametrize("extends", [[], [3], {"a": 1}])
+def test_extends_that_is_not_files_is_an_error(tmp_path, extends):
+    path = write(tmp_path / "r.yaml", {"extends": extends})
+    with pytest.raises(EdgekitError, match="extends.*expected a recipe file or a list of them"):
+        load(path)
+
+
+def test_fashion_kd_recipes_share_one_teacher_block():
+    kd = [load(ROOT_RECIPES / "fashion" / f"{r}_kd.yaml") for r in ("r1k", "r2k", "r5k")]
+    assert all(r.distill == kd[0].distill and len(r.distill.teachers()) == 7 for r in kd)
+    assert [r.options("model")["channels"] for r in kd] != [kd[0].options("model")["channels"]] * 3
 
 
 def test_extends_loop_is_an_error(tmp_path):

@@ -56,6 +56,8 @@ def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes:
 def _recipe_files(recipes_dir: Path) -> list[Path]:
     """Top-level recipes first, then each subfolder's, skipping sweep and pipeline folders and fragments."""
     files = [
-        p for p in recipes_dir.rglob("*.yaml") if not NOT_RECIPES & set(p.relative_to(recipes_dir).parts)
+        p
+        for p in recipes_dir.rglob("*.yaml")
+        if not NOT_RECIPES & set(p.relative_to(recipes_dir).parts) and not p.name.startswith("_")
     ]
     return sorted(files, key=lambda p: (len(p.relative_to(recipes_dir).parts), p.as_posix()))

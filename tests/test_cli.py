@@ -123,6 +123,7 @@ def test_models_lists_architectures_and_recipes():
     for name in ("lenet", "resnet_small", "mobilenet_tiny", "lenet_2k", "fashion/r2k_kd"):
         assert name in result.output
     assert "invalid" not in result.output and "digits_edge" not in result.output  # sweeps, pipelines skipped
+    assert "_teacher_ensemble" not in result.output  # a fragment recipes extend, not a recipe
 
 
 def test_export_then_bench_through_the_cli(tmp_path, monkeypatch):

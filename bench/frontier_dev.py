@@ -18,13 +18,21 @@ from pathlib import Path
 import torch
 from common import ROOT
 
-from edgekit.data import cap_per_class, prepare
+from edgekit.data import Prepared, cap_per_class, prepare
 from edgekit.models import from_checkpoint
 from edgekit.prune.prune import accuracy
 from edgekit.runs import Run, load_checkpoint
 
 PER_CLASS = 500
 DRAW_SEED = 1234  # the dev set's own draw: not a split or training seed any run uses
+
+
+@cache
+def bench_split(train_per_class: int = 180, split_seed: int = 0) -> Prepared:
+    """The benchmark's own split of Fashion (recipes/fashion/base.yaml): train, val and the official test."""
+    return prepare(
+        "fashion_mnist", {}, None, 0.15, 0.0, split_seed=split_seed, train_per_class=train_per_class
+    )
 
 
 @cache
@@ -35,9 +43,7 @@ def dev_set(train_per_class: int = 180, split_seed: int = 0) -> tuple[torch.Tens
     # The benchmark caps the same ordered pool with the same seed (data.split_indices), so these are
     # the positions of its 1,800 images; checked against the benchmark's own split below.
     pool = cap_per_class(torch.arange(len(labels)), labels, train_per_class, split_seed)
-    bench = prepare(
-        "fashion_mnist", {}, None, 0.15, 0.0, split_seed=split_seed, train_per_class=train_per_class
-    )
+    bench = bench_split(train_per_class, split_seed)
     seen = torch.cat([bench.train[0], bench.val[0]])
     if sorted(map(bytes, seen.flatten(1).numpy())) != sorted(map(bytes, images[pool].flatten(1).numpy())):
         raise RuntimeError("the dev set's view of the benchmark's capped pool does not match its split")

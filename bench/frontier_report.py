@@ -34,6 +34,11 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def interval(d: tuple[float, float, float]) -> str:
+    """`paired`'s mean and interval in points: "+0.52 [+0.34, +0.70]"."""
+    return f"{_pct(d[0])} [{_pct(d[1])}, {_pct(d[2])}]"
+
+
 def ms(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2%}"
@@ -107,11 +112,10 @@ def bench_section(result: dict) -> list[str]:
         "| --- | ---: | ---: | ---: | --- | ---: | --- | --- |",
     ]
     for row, st in zip(result["rows"], rows, strict=True):
-        mean, low, high = st["diff"]
         rec = f"{st['recovered']:.0%}" if st["recovered"] is not None else "n/a (no gap)"
         lines.append(
             f"| `{row['rung']}` | {st['params']:,} | {ms(st['alone'])} | {ms(st['kd'])} | "
-            f"{_pct(mean)} [{_pct(low)}, {_pct(high)}] | {rec} | "
+            f"{interval(st['diff'])} | {rec} | "
             f"{', '.join(f'{a:.2%}' for a in st['alone'])} | {', '.join(f'{a:.2%}' for a in st['kd'])} |"
         )
     return [*lines, "", *goal_lines(bench.name, result, rows, where), ""]

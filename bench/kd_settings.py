@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import ROOT, cpu
-from frontier_report import paired
+from frontier_dev import bench_split
+from frontier_report import interval, paired
 from rich.console import Console
-from select_epoch import _ci, scores, train
+from select_epoch import scores, train
 
-from edgekit.data import prepare
 from edgekit.runs import Run
 
 
@@ -56,12 +56,12 @@ def row(name: str, runs: list[dict], shipped: list[dict] | None, alone: list[dic
     dev = [r["last_dev"] for r in runs]
     test = [r["last_test"] for r in runs]
     alone_test = statistics.mean(r["last_test"] for r in alone)
-    vs_shipped = paired([r["last_dev"] for r in shipped], dev) if shipped else None
+    vs_shipped = interval(paired([r["last_dev"] for r in shipped], dev)) if shipped else "–"
     vs_alone = paired([r["last_test"] for r in alone], test)
     recovery = (statistics.mean(test) - alone_test) / (teacher - alone_test)
     return (
-        f"| {name} | {len(runs)} | {statistics.mean(dev):.2%} | {_ci(vs_shipped) if vs_shipped else '–'} "
-        f"| {statistics.mean(test):.2%} | {_ci(vs_alone)} | {recovery:.0%} |"
+        f"| {name} | {len(runs)} | {statistics.mean(dev):.2%} | {vs_shipped} "
+        f"| {statistics.mean(test):.2%} | {interval(vs_alone)} | {recovery:.0%} |"
     )
 
 
@@ -85,8 +85,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         folders = list(pool.map(lambda j: train(*j[:2], args.work, *j[2:]), jobs))
-    test = prepare("fashion_mnist", {}, None, 0.15, 0.0, split_seed=0, train_per_class=180).test
-    scored = [scores(f, test) for f in folders]
+    test = bench_split().test
+    scored = [scores(f, test, kept=("last",)) for f in folders]  # the ladder keeps the last epoch
     n = len(seeds)
     alone, shipped = scored[:n], scored[n : 2 * n]
     teacher = Run(folders[n]).summary()["distill"]["teacher_test_acc"]

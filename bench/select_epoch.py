@@ -28,11 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import ROOT, cpu
-from frontier_dev import dev_set
-from frontier_report import paired
+from frontier_dev import bench_split, dev_set
+from frontier_report import interval, paired
 from rich.console import Console
 
-from edgekit.data import prepare
 from edgekit.models import from_checkpoint
 from edgekit.prune.prune import accuracy
 from edgekit.runs import Run, load_checkpoint
@@ -64,16 +63,18 @@ def train(rung: str, seed: int, work: Path, overrides: tuple[str, ...] = (), lab
     return folder
 
 
-def scores(folder: Path, test) -> dict[str, float]:
-    """Dev and test accuracy of best.pt and of the final epoch's weights (the EMA's when there is one)."""
+def scores(folder: Path, test, kept: tuple[str, ...] = ("best", "last")) -> dict[str, float]:
+    """Dev and test accuracy of best.pt ("best") and of the final epoch's weights ("last": the EMA's when
+    there is one), for each one in `kept`."""
     best = load_checkpoint(folder / "best.pt")
     last = load_checkpoint(folder / "last.pt")
     model = from_checkpoint(best, folder / "best.pt")
     out = {"best_epoch": best["best_epoch"], "epochs": last["epoch"]}
-    for kept, weights in (("best", best["model"]), ("last", _final_weights(last))):
-        model.load_state_dict(weights)
-        out[f"{kept}_dev"] = accuracy(model, dev_set(), best["mean"], best["std"])
-        out[f"{kept}_test"] = accuracy(model, test, best["mean"], best["std"])
+    weights = {"best": best["model"], "last": _final_weights(last)}
+    for name in kept:
+        model.load_state_dict(weights[name])
+        out[f"{name}_dev"] = accuracy(model, dev_set(), best["mean"], best["std"])
+        out[f"{name}_test"] = accuracy(model, test, best["mean"], best["std"])
     return out
 
 
@@ -95,7 +96,8 @@ def table(groups: dict[str, list[dict]], console: Console) -> list[str]:
         t = paired([r["best_test"] for r in rows], [r["last_test"] for r in rows])
         lines.append(
             f"| {name} | {len(rows)} | {_mean(rows, 'best_dev'):.2%} | {_mean(rows, 'last_dev'):.2%} | "
-            f"{_ci(d)} | {_mean(rows, 'best_test'):.2%} / {_mean(rows, 'last_test'):.2%} | {_ci(t)} | "
+            f"{interval(d)} | {_mean(rows, 'best_test'):.2%} / {_mean(rows, 'last_test'):.2%} | "
+            f"{interval(t)} | "
             f"{_median_epoch(rows)} |"
         )
         console.print(lines[-1], highlight=False)
@@ -112,7 +114,7 @@ def versus(shown: list[str], rungs: list[str], seeds: list[int], scored: dict) -
             for split in ("dev", "test"):
                 a = [scored[(alone, s)][f"{kept}_{split}"] for s in seeds]
                 b = [scored[(kd, s)][f"{kept}_{split}"] for s in seeds]
-                cells.append(_ci(paired(a, b)))
+                cells.append(interval(paired(a, b)))
         lines += [
             f"`fashion/{kd}` − `fashion/{alone}`, paired by seed (points, 95% t interval):",
             "",
@@ -136,10 +138,6 @@ def _mean(rows: list[dict], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows)
 
 
-def _ci(d: tuple[float, float, float]) -> str:
-    return f"{d[0] * 100:+.2f} [{d[1] * 100:+.2f}, {d[2] * 100:+.2f}]"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rungs", default="r2k,r5k,r1k")
@@ -157,7 +155,7 @@ def main() -> None:
     pairs = [(r, s) for s in seeds for r in rungs + shown]
     with ThreadPoolExecutor(args.jobs) as pool:
         folders = list(pool.map(lambda p: train(*p, args.work), pairs))
-    test = prepare("fashion_mnist", {}, None, 0.15, 0.0, split_seed=0, train_per_class=180).test
+    test = bench_split().test
     scored = {p: scores(f, test) for p, f in zip(pairs, folders, strict=True)}
     groups = {f"`fashion/{r}`": [scored[(r, s)] for s in seeds] for r in rungs}
     ruled = [scored[(r, s)] for r in rungs for s in seeds]
@@ -179,9 +177,9 @@ def main() -> None:
         "Rule, fixed before the first run finished: adopt `train.select: last` for "
         "`recipes/fashion/base.yaml` if the pooled Δ dev interval lies above zero. "
         + (
-            f"It does ({_ci(pooled)}): **adopted**."
+            f"It does ({interval(pooled)}): **adopted**."
             if pooled[1] > 0
-            else f"It does not ({_ci(pooled)}): not adopted."
+            else f"It does not ({interval(pooled)}): not adopted."
         ),
         "",
     ]

@@ -37,7 +37,7 @@ def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes:
             table.add_row(arch, "architecture", arch, "—", "—")
             continue
         table.add_row(arch, "architecture", arch, *_row(arch, {}, shape, num_classes))
-    for path in _recipe_files(Path(recipes_dir)):
+    for path in recipe_files(Path(recipes_dir)):
         name = path.relative_to(recipes_dir).with_suffix("").as_posix()
         try:
             recipe = load(path)
@@ -53,7 +53,7 @@ def zoo_table(recipes_dir: Path, in_channels: int, image_size: int, num_classes:
     return table
 
 
-def _recipe_files(recipes_dir: Path) -> list[Path]:
+def recipe_files(recipes_dir: Path) -> list[Path]:
     """Top-level recipes first, then each subfolder's, skipping sweep and pipeline folders and fragments."""
     files = [
         p

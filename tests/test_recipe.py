@@ -9,16 +9,13 @@ import yaml
 
 import edgekit.train  # noqa: F401  (binds the registries recipes choose from)
 from edgekit.errors import EdgekitError
+from edgekit.listing import recipe_files
 from edgekit.recipe import load
 
 ROOT_RECIPES = Path(__file__).parent.parent / "recipes"
-# Every training recipe, the small-data ladder in recipes/fashion/ included (sweeps, pipelines and the
-# `_*.yaml` fragments that recipes extend aside).
-RECIPES = sorted(
-    p
-    for p in ROOT_RECIPES.rglob("*.yaml")
-    if p.parent.name not in ("sweeps", "pipelines") and not p.name.startswith("_")
-)
+# Every training recipe, the small-data ladder in recipes/fashion/ included: what `edgekit models` lists
+# (sweeps, pipelines and the `_*.yaml` fragments that recipes extend aside).
+RECIPES = recipe_files(ROOT_RECIPES)
 
 
 def write(path: Path, data: dict) -> Path:

@@ -24,7 +24,7 @@ from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
 from edgekit.train.summary import EVAL_BATCH, summarize
 from edgekit.train.teacher import distillation
-from edgekit.train.teacher_bank import TeacherBank, identity, worthwhile
+from edgekit.train.teacher_bank import bank_if_worthwhile, identity
 from edgekit.train.track import Silent, Tracker
 
 
@@ -117,56 +117,14 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
     """
     t, device = recipe.train, pick_device(recipe.train.device)
     torch.manual_seed(recipe.seed)
-    spec = ModelSpec(
-        arch=recipe.model.arch,
-        options=recipe.options("model"),
-        in_channels=data.in_channels,
-        num_classes=len(data.class_names),
-        image_size=data.image_size,
-        mean=data.mean,
-        std=data.std,
-        class_names=data.class_names,
-    )
-    model = spec.build()
-    shape = (1, data.in_channels, data.image_size, data.image_size)
-    meta = {
-        **spec.plain(),
-        "recipe": recipe.model_dump(mode="json"),
-        "params": count_params(model),
-        "macs": count_macs(model, shape),
-        "data_fingerprint": data.fingerprint,
-        "split": data.describe(),
-        "data_notes": data.notes,
-        "edgekit_version": __version__,
-    }
+    model, meta = _model_and_meta(recipe, data)
     cuda = device.type == "cuda"
     channels_last = cuda and t.channels_last  # on CPU, channels_last slows these small convolutions
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     model = ddp.sync_batchnorm(model, device) if t.sync_bn else model
     generator = torch.Generator().manual_seed(recipe.seed)  # the loader draws on CPU, moves to device
-    world = ddp.world_size()
-    if t.batch_size < world:
-        raise EdgekitError(f"train.batch_size = {t.batch_size}: must be at least the {world} processes")
-    train = DeviceLoader(
-        *data.train,
-        batch_size=t.batch_size // world,  # train.batch_size is the global batch, split over the ranks
-        mean=data.mean,
-        std=data.std,
-        device=device,
-        augment=AugmentParams(**recipe.data.augment),
-        shuffle=True,
-        drop_last=len(data.train[1]) > t.batch_size,
-        generator=generator,
-        num_classes=len(data.class_names),
-        shard=(ddp.rank(), world),
-    )
-    val = DeviceLoader(*data.val, batch_size=EVAL_BATCH, mean=data.mean, std=data.std, device=device)
-    objective = Supervised(t.label_smoothing)
-    if recipe.distill is not None:
-        objective, meta["distill"] = distillation(recipe.distill, meta, val, device)
-        if bank and recipe.distill.precompute == "auto":
-            names = identity([Path(f) for f in meta["distill"]["teachers"]], data.fingerprint)
-            meta["distill"]["precomputed"] = precompute(objective, train, t.epochs, world, names)
+    train, val = _loaders(recipe, data, device, generator)
+    objective = _objective(recipe, data, meta, train, val, device, bank)
     optimizer = OPTIMIZERS.get(t.optimizer.name).fn(_params(OPTIMIZERS, t.optimizer), model)
     mode = "max" if t.monitor == "val_acc" else "min"
     schedule = SCHEDULERS.get(t.scheduler.name).fn(
@@ -199,18 +157,72 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
     )
 
 
-def precompute(
-    objective, train: DeviceLoader, epochs: int, world: int, identity: dict
-) -> dict[str, Any] | None:
-    """Give a distillation objective a TeacherBank when it pays (`teacher_bank.worthwhile`); what was
-    banked, for the run's summary, or None."""
-    if not worthwhile(train, epochs, world):
-        return None
-    started = time.perf_counter()
-    bank = TeacherBank(objective.teacher, train, identity)
-    objective.precomputed = bank.current
-    seconds = round(time.perf_counter() - started, 2)
-    return {"views": bank.logits.shape[1], "seconds": seconds, "reused": bank.reused}
+def _model_and_meta(recipe: Recipe, data: Prepared) -> tuple[torch.nn.Module, dict]:
+    """The recipe's model, built on the data's shape, and what every checkpoint records about the two."""
+    spec = ModelSpec(
+        arch=recipe.model.arch,
+        options=recipe.options("model"),
+        in_channels=data.in_channels,
+        num_classes=len(data.class_names),
+        image_size=data.image_size,
+        mean=data.mean,
+        std=data.std,
+        class_names=data.class_names,
+    )
+    model = spec.build()
+    shape = (1, data.in_channels, data.image_size, data.image_size)
+    meta = {
+        **spec.plain(),
+        "recipe": recipe.model_dump(mode="json"),
+        "params": count_params(model),
+        "macs": count_macs(model, shape),
+        "data_fingerprint": data.fingerprint,
+        "split": data.describe(),
+        "data_notes": data.notes,
+        "edgekit_version": __version__,
+    }
+    return model, meta
+
+
+def _loaders(
+    recipe: Recipe, data: Prepared, device: torch.device, generator: torch.Generator
+) -> tuple[DeviceLoader, DeviceLoader]:
+    """The augmented, shuffled training loader (this rank's shard of the global batch) and val's."""
+    t, world = recipe.train, ddp.world_size()
+    if t.batch_size < world:
+        raise EdgekitError(f"train.batch_size = {t.batch_size}: must be at least the {world} processes")
+    train = DeviceLoader(
+        *data.train,
+        batch_size=t.batch_size // world,  # train.batch_size is the global batch, split over the ranks
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        augment=AugmentParams(**recipe.data.augment),
+        shuffle=True,
+        drop_last=len(data.train[1]) > t.batch_size,
+        generator=generator,
+        num_classes=len(data.class_names),
+        shard=(ddp.rank(), world),
+    )
+    val = DeviceLoader(*data.val, batch_size=EVAL_BATCH, mean=data.mean, std=data.std, device=device)
+    return train, val
+
+
+def _objective(
+    recipe: Recipe, data: Prepared, meta: dict, train: DeviceLoader, val: DeviceLoader, device, bank: bool
+):
+    """Plain cross-entropy, or distillation from the recipe's teachers (their logits banked when it pays);
+    what distillation chose is recorded in `meta`."""
+    objective = Supervised(recipe.train.label_smoothing)
+    if recipe.distill is None:
+        return objective
+    objective, meta["distill"] = distillation(recipe.distill, meta, val, device)
+    if bank and recipe.distill.precompute == "auto":
+        names = identity([Path(f) for f in meta["distill"]["teachers"]], data.fingerprint)
+        meta["distill"]["precomputed"] = bank_if_worthwhile(
+            objective, train, recipe.train.epochs, ddp.world_size(), names
+        )
+    return objective
 
 
 def amp_dtype_for(device: torch.device) -> torch.dtype | None:
@@ -238,14 +250,8 @@ def _check_same_model(meta: dict[str, Any], ckpt: dict[str, Any], run_dir: Path)
             )
 
 
-def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume_epoch: int) -> None:
-    if not ddp.is_main():  # the other ranks train in step with rank 0 and leave the writing to it
-        try:
-            fit(state, run_dir, Silent())
-        finally:
-            ddp.teardown(state)
-        return
-    test = state.meta.pop("test")
+def _announce(state: State, recipe: Recipe, run_dir: Path, console: Console) -> None:
+    """What is about to train, on what data, from which teachers: the first lines of every run's log."""
     m = state.meta
     console.print(
         f"[bold]{recipe.name}[/]: {m['arch']} with {m['params']:,} parameters, {m['macs']:,} MACs, "
@@ -268,6 +274,18 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
             console.print(
                 f"teacher logits precomputed for {bank['views']} views of each image ({bank['seconds']} s)"
             )
+
+
+def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume_epoch: int) -> None:
+    if not ddp.is_main():  # the other ranks train in step with rank 0 and leave the writing to it
+        try:
+            fit(state, run_dir, Silent())
+        finally:
+            ddp.teardown(state)
+        return
+    test = state.meta.pop("test")
+    m = state.meta
+    _announce(state, recipe, run_dir, console)
     extra = {"params": m["params"], "macs": m["macs"]}
     if "distill" in m:
         extra["teacher_val_acc"] = m["distill"]["ensemble_val_acc"]

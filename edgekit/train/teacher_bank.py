@@ -9,7 +9,9 @@ once per view and looks the answer up: the same logits, not an approximation.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,3 +86,17 @@ def worthwhile(loader: DeviceLoader, epochs: int, world: int = 1) -> bool:
         return False
     fits = len(loader.images) * views * loader.num_classes * 4 <= MAX_BYTES
     return fits and views * world < epochs
+
+
+def bank_if_worthwhile(
+    objective, train: DeviceLoader, epochs: int, world: int, identity: dict
+) -> dict[str, Any] | None:
+    """Give a distillation objective a TeacherBank when it pays (`worthwhile`); what was
+    banked, for the run's summary, or None."""
+    if not worthwhile(train, epochs, world):
+        return None
+    started = time.perf_counter()
+    bank = TeacherBank(objective.teacher, train, identity)
+    objective.precomputed = bank.current
+    seconds = round(time.perf_counter() - started, 2)
+    return {"views": bank.logits.shape[1], "seconds": seconds, "reused": bank.reused}

@@ -87,35 +87,8 @@ def prepare(
     regime. Options are validated by the dataset's params class (pydantic's ValidationError propagates
     for the caller to format).
     """
-    if train_per_class is not None and train_per_class < 1:
-        raise EdgekitError(f"data.train_per_class = {train_per_class}: expected a positive count")
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise EdgekitError(f"data.{name} = {value}: expected a fraction in [0, 1)")
-    if val_fraction + test_fraction >= 1:
-        raise EdgekitError(
-            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must be < 1"
-        )
-    entry = DATASETS.get(dataset, "data.dataset")
-    params = entry.params.model_validate(options)
-    key = {
-        "format": CACHE_FORMAT,
-        "dataset": dataset,
-        "params": params.model_dump(mode="json"),
-        "image_size": image_size,
-        "fingerprint": fingerprint(dataset, params),
-    }
-
-    def build() -> dict:
-        source = entry.fn(params, image_size)
-        return {
-            "images": source.images.contiguous(),
-            "labels": source.labels,
-            "split": source.split,
-            "class_names": list(source.class_names),
-        }
-
-    data = cached(key, build, cache_dir)
+    _check_split_settings(val_fraction, test_fraction, train_per_class)
+    key, data = _decoded(dataset, options, image_size, cache_dir)
     images, labels = data["images"], data["labels"]
     parts = split_indices(labels, data["split"], val_fraction, test_fraction, split_seed, train_per_class)
     _check_enough_to_train(parts, labels, data["class_names"])
@@ -136,6 +109,45 @@ def prepare(
         fingerprint=hashlib.sha256(json.dumps(split_key, sort_keys=True).encode()).hexdigest()[:16],
         notes=_cap_notes(labels, data["split"], data["class_names"], train_per_class),
     )
+
+
+def _check_split_settings(val_fraction: float, test_fraction: float, train_per_class: int | None) -> None:
+    if train_per_class is not None and train_per_class < 1:
+        raise EdgekitError(f"data.train_per_class = {train_per_class}: expected a positive count")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise EdgekitError(f"data.{name} = {value}: expected a fraction in [0, 1)")
+    if val_fraction + test_fraction >= 1:
+        raise EdgekitError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must be < 1"
+        )
+
+
+def _decoded(
+    dataset: str, options: dict, image_size: int | None, cache_dir: Path | None
+) -> tuple[dict, dict]:
+    """The whole dataset as uint8 tensors, decoded once and then read from the cache, with its cache key
+    (which the split's fingerprint builds on)."""
+    entry = DATASETS.get(dataset, "data.dataset")
+    params = entry.params.model_validate(options)
+    key = {
+        "format": CACHE_FORMAT,
+        "dataset": dataset,
+        "params": params.model_dump(mode="json"),
+        "image_size": image_size,
+        "fingerprint": fingerprint(dataset, params),
+    }
+
+    def build() -> dict:
+        source = entry.fn(params, image_size)
+        return {
+            "images": source.images.contiguous(),
+            "labels": source.labels,
+            "split": source.split,
+            "class_names": list(source.class_names),
+        }
+
+    return key, cached(key, build, cache_dir)
 
 
 def _cap_notes(labels: torch.Tensor, split, class_names: list[str], cap: int | None) -> list[str]:

@@ -84,12 +84,7 @@ def bench(
     batches = _check_settings(batches, threads, min_window_s, windows)
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise EdgekitError(f"{out_dir}: exists and is not a folder; choose another --out")
-    names = list(dict.fromkeys(runtimes or RUNTIMES.names()))
-    chosen = {name: runtime(name) for name in names}  # unknown names fail here, before any work
-    for name, rt in chosen.items() if runtimes else ():  # named on purpose: a missing install is an error
-        ok, reason = rt.available()
-        if not ok and getattr(rt, "install", None):  # onnxruntime's GPU providers: what to install is known
-            raise EdgekitError(f"--runtime {name}: {reason}")
+    chosen = _chosen_runtimes(runtimes)
     loaded = [read_bundle(p) for p in (bundles or find_bundles(Path(export_root)))]
     timing = {"min_window_s": min_window_s, "windows": windows, "warmup": "one window", "batches": batches}
     results: dict[str, Any] = {
@@ -105,24 +100,13 @@ def bench(
     say = console.print if console is not None else (lambda *a, **k: None)
     floors: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     for bundle in loaded:
-        reference = _predict(OrtSession(_fp32(bundle), ["CPUExecutionProvider"], threads), bundle)
-        for name, rt in chosen.items():
-            ok, reason = rt.available(bundle)
-            if not ok:
-                results["skipped"].append({"bundle": bundle.name, "runtime": name, "reason": reason})
+        for row, skipped in _measure_bundle(bundle, chosen, threads, batches, min_window_s, windows):
+            if skipped:
+                results["skipped"].append(skipped)
                 continue
-            for variant in bundle.meta.variants:
-                if rt.variants is not None and variant not in rt.variants:
-                    continue
-                try:
-                    row = _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, windows)
-                except EdgekitError as e:  # no provider, a variant the provider cannot load, a bad checkpoint
-                    results["skipped"].append(
-                        {"bundle": bundle.name, "variant": variant, "runtime": name, "reason": str(e)}
-                    )
-                    continue
-                results["rows"].append(row)
-                say(f"[dim]measured[/] {escape(bundle.name)} {variant} {name}: {row['latency_ms']:.4g} ms")
+            results["rows"].append(row)
+            what = f"{escape(bundle.name)} {row['variant']} {row['runtime']}"
+            say(f"[dim]measured[/] {what}: {row['latency_ms']:.4g} ms")
         # The floor is timed again after each bundle of its input shape, so that one slow moment of a
         # shared machine does not make every ratio to it wrong (one run here: 7.1 µs, others 3.3-5.5).
         shape = tuple(bundle.meta.input.shape[1:])
@@ -133,6 +117,36 @@ def bench(
         say(f"[yellow]skipped[/] {escape(s['bundle'])} {s['runtime']}: {escape(s['reason'])}")
     report.write(results, Path(out_dir), console)
     return results
+
+
+def _chosen_runtimes(runtimes: list[str] | None) -> dict:
+    """The runtimes asked for (all by default); unknown names fail here, before any work."""
+    chosen = {name: runtime(name) for name in dict.fromkeys(runtimes or RUNTIMES.names())}
+    for name, rt in chosen.items() if runtimes else ():  # named on purpose: a missing install is an error
+        ok, reason = rt.available()
+        if not ok and getattr(rt, "install", None):  # onnxruntime's GPU providers: what to install is known
+            raise EdgekitError(f"--runtime {name}: {reason}")
+    return chosen
+
+
+def _measure_bundle(bundle, chosen: dict, threads, batches, min_window_s, windows):
+    """(row, None) for each variant × runtime measured, (None, why) for each that could not be."""
+    reference = _predict(OrtSession(_fp32(bundle), ["CPUExecutionProvider"], threads), bundle)
+    for name, rt in chosen.items():
+        ok, reason = rt.available(bundle)
+        if not ok:
+            yield None, {"bundle": bundle.name, "runtime": name, "reason": reason}
+            continue
+        for variant in bundle.meta.variants:
+            if rt.variants is not None and variant not in rt.variants:
+                continue
+            try:
+                yield (
+                    _row(bundle, variant, name, rt, reference, threads, batches, min_window_s, windows),
+                    None,
+                )
+            except EdgekitError as e:  # no provider, a variant the provider cannot load, a bad checkpoint
+                yield None, {"bundle": bundle.name, "variant": variant, "runtime": name, "reason": str(e)}
 
 
 def _check_settings(batches: list[int], threads: int | None, min_window_s: float, windows: int) -> list[int]:

@@ -90,7 +90,23 @@ def cells(fractions: list[float]) -> str:
     return f"{within} of {len(fractions)} | {never} | {share(median)} | {share(goal)}"
 
 
-def main() -> None:
+def both_grids(work: Path, args: argparse.Namespace, space: dict, base: dict, console: Console) -> dict:
+    """The tuning grid (training seed --tune-seed) and the judging grid (seed 0), trained or resumed:
+    role → (fixed settings, runs, target val, total epochs)."""
+    grids = {}
+    for role, seed, folder in (
+        ("tuning", args.tune_seed, work / f"grid-seed{args.tune_seed}"),
+        ("judging", 0, args.judge_work or work / "grid-seed0"),
+    ):
+        folder.mkdir(parents=True, exist_ok=True)
+        fixed = base | {"seed": seed}
+        runs, target, total = grid(folder, space, fixed, args.parallel)
+        grids[role] = (fixed, runs, target, total)
+        console.print(f"{role} grid (seed {seed}): {total} epochs, target val {target:.2%}")
+    return grids
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60, help="epochs of a trial run to the end")
     parser.add_argument("--space", choices=SPACES, default="wide")
@@ -103,23 +119,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the tuning grid (default: temp); reruns resume")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "tune_pruner.md")
     parser.add_argument("--quick", action="store_true", help="smoke run (digits, 4 points, 4 epochs)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     console, started = Console(), time.perf_counter()
     space, epochs = (QUICK_SPACE, 4) if args.quick else (SPACES[args.space], args.epochs)
     out = Path(tempfile.mkdtemp()) / "tune_pruner.md" if args.quick else args.out
     out.parent.mkdir(parents=True, exist_ok=True)  # before the grids: a bad --out fails now
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-tune-pruner-"))
     base = {"train.epochs": epochs, **FIXED} | (QUICK if args.quick else {})
-    grids = {}
-    for role, seed, folder in (
-        ("tuning", args.tune_seed, work / f"grid-seed{args.tune_seed}"),
-        ("judging", 0, args.judge_work or work / "grid-seed0"),
-    ):
-        folder.mkdir(parents=True, exist_ok=True)
-        fixed = base | {"seed": seed}
-        runs, target, total = grid(folder, space, fixed, args.parallel)
-        grids[role] = (fixed, runs, target, total)
-        console.print(f"{role} grid (seed {seed}): {total} epochs, target val {target:.2%}")
+    grids = both_grids(work, args, space, base, console)
     replays = work / "replay"
     replays.mkdir(exist_ok=True)
     candidates = settings(epochs)

@@ -182,7 +182,59 @@ def run_sweep(path: Path, runs: Path, parallel: int = 1) -> list[dict]:
     return trials(runs / yaml.safe_load(path.read_text())["name"])
 
 
-def main() -> None:
+def bayes_rows(
+    work: Path,
+    space: dict,
+    fixed: dict,
+    epochs: int,
+    seeds: list[int],
+    target: float,
+    grid_epochs: int,
+    console,
+) -> tuple[list[str], dict[int, list[dict]]]:
+    """One table row per TPE sampler seed (bayes + hyperband, trained here), and each seed's trials."""
+    rows, real = [], {}
+    for seed in seeds:
+        path = sweep_file(work, f"bayes{seed}", space, fixed, "bayes", seed, hyperband(epochs))
+        found = real[seed] = run_sweep(path, work / "runs")
+        at, spent = reached(found, target)
+        best = max((r["val"] or 0.0) for r in found)
+        pruned = sum(r["pruned"] for r in found)
+        cells = [f"{at}", f"{spent}", f"{spent / grid_epochs:.0%}"] if at else ["not reached", "–", "–"]
+        line = (
+            f"| bayes + hyperband | {seed} | {len(found)} ({pruned}) | {sum(r['epochs'] for r in found)} "
+            f"| {best:.2%} | " + " | ".join(cells) + " |"
+        )
+        console.print(line, highlight=False)
+        rows.append(line)
+    return rows, real
+
+
+def verdict_line(trained: dict[int, float], by_seed: list[float]) -> str:
+    """The goal's line: the mean share of the grid's epochs over sampler seeds 0-2, each as trained here or
+    else replayed (without a replay: the seeds trained here), and the odds three random seeds all make it."""
+    known = trained | dict(enumerate(by_seed))
+    goal = {s: trained.get(s, known[s]) for s in range(3) if s in known} if by_seed else trained
+    mean = statistics.mean(goal.values())
+    verdict = "met" if mean <= 0.5 else "**not met**"
+    how = ", ".join(f"{s}: {'never' if f == float('inf') else f'{f:.0%}'}" for s, f in goal.items())
+    risk = ""
+    if by_seed:
+        reach = sum(f <= 0.5 for f in by_seed) / len(by_seed)
+        risk = (
+            f" Over the {len(by_seed)} replayed seeds {reach:.0%} reach it within 50%, so three seeds "
+            f"drawn at random all do with probability about {reach**3:.0%}."
+        )
+    seeds_trained = [s for s in goal if s in trained]
+    return (
+        f"Goal (≤ 50% of the grid's epochs, mean over sampler seeds {', '.join(map(str, goal))}; trained: "
+        f"{', '.join(map(str, seeds_trained)) or 'none'}, the rest replayed): {verdict} — "
+        + (f"{mean:.0%}" if mean != float("inf") else "a seed never reached the grid's best")
+        + f" ({how}).{risk}"
+    )
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60, help="epochs of a trial run to the end")
     parser.add_argument("--seeds", default="0,1,2", help="TPE sampler seeds")
@@ -192,7 +244,11 @@ def main() -> None:
     parser.add_argument("--space", choices=SPACES, default="wide", help="the search space (see SPACES)")
     parser.add_argument("--quick", action="store_true", help="smoke run (digits, 4 points, 4 epochs)")
     parser.add_argument("--work", type=Path, help="folder for the sweeps (default: temp); reruns resume them")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     console = Console()
     started = time.perf_counter()
     space, epochs = (QUICK_SPACE, 4) if args.quick else (SPACES[args.space], args.epochs)
@@ -211,38 +267,10 @@ def main() -> None:
         f"| grid | – | {len(grid)} (0) | {grid_epochs} | {grid_best:.2%} | {len(grid)} "
         f"| {grid_epochs} | 100% |"
     ]
-    fractions, real = [], {}
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        path = sweep_file(work, f"bayes{seed}", space, fixed, "bayes", seed, hyperband(epochs))
-        found = real[seed] = run_sweep(path, work / "runs")
-        at, spent = reached(found, target)
-        fractions.append(fraction(found, target, grid_epochs))
-        best = max((r["val"] or 0.0) for r in found)
-        pruned = sum(r["pruned"] for r in found)
-        cells = [f"{at}", f"{spent}", f"{spent / grid_epochs:.0%}"] if at else ["not reached", "–", "–"]
-        line = (
-            f"| bayes + hyperband | {seed} | {len(found)} ({pruned}) | {sum(r['epochs'] for r in found)} "
-            f"| {best:.2%} | " + " | ".join(cells) + " |"
-        )
-        console.print(line, highlight=False)
-        rows.append(line)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    bayes, real = bayes_rows(work, space, fixed, epochs, seeds, target, grid_epochs, console)
     replayed, by_seed = replays(work, space, fixed, epochs, args.replay, real, grid_epochs, target)
-    # The goal's sampler seeds 0-2: trained where this call trained them, replayed otherwise (without a
-    # replay: the seeds this call trained).
-    trained_at = dict(zip(real, fractions, strict=True))
-    known = trained_at | dict(enumerate(by_seed))
-    goal = {s: trained_at.get(s, known[s]) for s in range(3) if s in known} if by_seed else trained_at
-    mean = statistics.mean(goal.values())
-    verdict = "met" if mean <= 0.5 else "**not met**"
-    how = ", ".join(f"{s}: {'never' if f == float('inf') else f'{f:.0%}'}" for s, f in goal.items())
-    trained = [s for s in goal if s in real]
-    risk = ""
-    if by_seed:
-        reach = sum(f <= 0.5 for f in by_seed) / len(by_seed)
-        risk = (
-            f" Over the {len(by_seed)} replayed seeds {reach:.0%} reach it within 50%, so three seeds "
-            f"drawn at random all do with probability about {reach**3:.0%}."
-        )
+    trained = {s: fraction(found, target, grid_epochs) for s, found in real.items()}
     lines = [
         "# Grid against bayes + hyperband: epochs to the grid's best val accuracy",
         "",
@@ -254,15 +282,13 @@ def main() -> None:
         "| epochs to reach | of the grid's epochs |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
+        *bayes,
         "",
         "A grid knows its best only after all its points, so its row counts them all. TPE's first "
         "trials are random draws (a seed may hit the best point at once); pruned trials count the epochs "
         "they ran before the pruner stopped them.",
         "",
-        f"Goal (≤ 50% of the grid's epochs, mean over sampler seeds {', '.join(map(str, goal))}; trained: "
-        f"{', '.join(map(str, trained)) or 'none'}, the rest replayed): {verdict} — "
-        + (f"{mean:.0%}" if mean != float("inf") else "a seed never reached the grid's best")
-        + f" ({how}).{risk}",
+        verdict_line(trained, by_seed),
         "",
         *replayed,
     ]

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from edgekit.errors import EdgekitError
 from edgekit.runs import load_checkpoint
-from edgekit.train import run
+from edgekit.train import device, run
 from edgekit.train.loop import ema_decay, make_ema
 from edgekit.train.objectives import Supervised
 from edgekit.train.track import Tracker
@@ -241,8 +241,8 @@ def test_amp_picks_bf16_by_compute_capability(monkeypatch, capability, dtype):
     build_state), whatever `is_bf16_supported` says about emulation. CPU: no autocast at all."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert run.amp_dtype_for(torch.device("cuda")) == dtype
-    assert run.amp_dtype_for(torch.device("cpu")) is None
+    assert device.amp_dtype_for(torch.device("cuda")) == dtype
+    assert device.amp_dtype_for(torch.device("cpu")) is None
 
 
 def test_the_nan_check_reads_the_device_once_per_epoch(tmp_path, monkeypatch):

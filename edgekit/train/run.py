@@ -19,6 +19,7 @@ from edgekit.recipe import load
 from edgekit.recipe_schema import Recipe
 from edgekit.runs import ORIGIN_FILE, Run, load_checkpoint, new_run_dir, write_json
 from edgekit.train import ddp, lr_find
+from edgekit.train.device import amp_dtype_for, pick_device
 from edgekit.train.loop import NonFiniteLoss, State, fit, make_ema, restore
 from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
@@ -97,17 +98,6 @@ def _note_resume(run_dir: Path, recipe: Recipe, epoch: int, overrides: list[str]
             )
             + "\n"
         )
-
-
-def pick_device(name: str) -> torch.device:
-    distributed = ddp.setup(name)  # under torchrun: this rank's device
-    if distributed is not None:
-        return distributed
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EdgekitError(f"train.device = '{name}': CUDA is not available here; use auto or cpu")
-    return torch.device(name)
 
 
 def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
@@ -223,15 +213,6 @@ def _objective(
             objective, train, recipe.train.epochs, ddp.world_size(), names
         )
     return objective
-
-
-def amp_dtype_for(device: torch.device) -> torch.dtype | None:
-    """bf16 on GPUs that have it in hardware (compute capability 8.0, Ampere, and later), else fp16 with a
-    GradScaler; None on CPU. Not `torch.cuda.is_bf16_supported()`: it is true on older cards through slow
-    emulation, which left the fp16 branch unreachable."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
 
 
 def _params(registry, section):

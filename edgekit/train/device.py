@@ -1,4 +1,4 @@
-"""Which device a run trains on (this rank's under torchrun) and in which autocast precision."""
+"""Which device a run trains on (this rank's under torchrun), its autocast precision and memory layout."""
 
 from __future__ import annotations
 
@@ -26,3 +26,8 @@ def amp_dtype_for(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
+def layout(channels_last: bool) -> torch.memory_format:
+    """The memory format for a model (and its teacher) that `train.channels_last` asks for, on any device."""
+    return torch.channels_last if channels_last else torch.preserve_format

@@ -13,9 +13,12 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from edgekit.cli import app
+from edgekit.data import prepare_for
 from edgekit.models import build_model
+from edgekit.recipe import load
 from edgekit.runs import load_checkpoint, save_checkpoint
 from edgekit.train.losses import KD_LOSSES
+from edgekit.train.run import build_state
 from edgekit.train.teacher import Teacher
 
 runner = CliRunner()
@@ -181,6 +184,15 @@ def test_kd_run_end_to_end_keeps_the_teacher_frozen(tmp_path, teacher_run):
     # The student's checkpoint holds only the student: it exports and resumes without the teacher's weights.
     student = load_checkpoint(tmp_path / "runs" / "lenet_2k_kd" / "best.pt")
     assert student["arch"] == "lenet" and not any(k.startswith("teacher") for k in student["model"])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_teacher_takes_the_students_memory_layout(teacher_run, channels_last):
+    flag = f"train.channels_last={str(channels_last).lower()}"
+    recipe = load(ROOT / "recipes" / "lenet_2k_kd.yaml", [f"distill.teacher={teacher_run}", flag])
+    state = build_state(recipe, prepare_for(recipe), bank=False)
+    conv = [p for p in state.objective.teacher.parameters() if p.ndim == 4 and p.shape[1] > 1]
+    assert conv and all(p.is_contiguous(memory_format=torch.channels_last) == channels_last for p in conv)
 
 
 def test_teachers_are_averaged_and_resume_rebuilds_them(tmp_path, teacher_run):

@@ -11,7 +11,9 @@ import torch
 import yaml
 from rich.console import Console
 
+from edgekit.data import prepare_for
 from edgekit.errors import EdgekitError
+from edgekit.recipe import load
 from edgekit.runs import load_checkpoint
 from edgekit.train import device, run
 from edgekit.train.loop import ema_decay, make_ema
@@ -190,6 +192,25 @@ def test_resume_refuses_other_model_or_data(tmp_path):
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(EdgekitError, match="not an edgekit run"):
         run.resume(tmp_path, [], QUIET)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_recipes_memory_layout_holds_on_cpu_and_gives_the_same_logits(tmp_path, channels_last):
+    flag = f"train.channels_last={str(channels_last).lower()}"
+    state = run.build_state(*_recipe_and_data(recipe(tmp_path), [flag, "train.device=cpu"]))
+    assert state.device.type == "cpu" and state.channels_last == channels_last
+    # The second conv: 4 input channels, so its two layouts differ in memory (a 1-channel one does not).
+    weight = [p for p in state.model.parameters() if p.ndim == 4 and p.shape[1] > 1][0]
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    model, x = state.model.eval(), next(iter(state.val))[0]
+    with torch.no_grad():
+        nhwc, nchw = model(x.contiguous(memory_format=torch.channels_last)), model(x.contiguous())
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-5)
+
+
+def _recipe_and_data(path: Path, overrides: list[str]):
+    loaded = load(path, overrides)
+    return loaded, prepare_for(loaded)
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "step", "constant", "plateau", "onecycle"])

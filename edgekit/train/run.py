@@ -108,8 +108,8 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
     t, device = recipe.train, pick_device(recipe.train.device)
     torch.manual_seed(recipe.seed)
     model, meta = _model_and_meta(recipe, data)
-    # channels_last on CPU too: oneDNN's NHWC kernels train the ladder 1.0-2.1x faster than NCHW, never
-    # slower (bench/channels_last.md); max-pool and depthwise convs gain most.
+    # channels_last on CPU too: oneDNN's NHWC kernels train the Fashion ladder 1.05-1.9x and most digits
+    # recipes 1.2-1.7x faster than NCHW (bench/channels_last.md; lenet_1k, slower, sets it false).
     channels_last = t.channels_last
     model = model.to(device, memory_format=layout(channels_last))
     model = ddp.sync_batchnorm(model, device) if t.sync_bn else model

@@ -80,7 +80,8 @@ def bare_rate(state, batch: int, steps: int, rounds: int) -> float:
         **{k: m[k] for k in ("arch", "options", "in_channels", "num_classes", "image_size", "mean", "std")},
         class_names=m["class_names"],
     )
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    # The layout edgekit's run used (channels_last unless the recipe turned it off), so only the loop differs.
+    layout = torch.channels_last if state.channels_last else torch.contiguous_format
     model = spec.build().to(device, memory_format=layout)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     compiled = torch.compile(model) if device.type == "cuda" else model  # CPU: eager (no compiler needed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,7 +85,8 @@ def main() -> None:
     columns = {"recipe": "l", "params": "r", "NCHW img/s": "r", "NHWC img/s": "r", "NHWC / NCHW": "r"}
     columns |= {"test NCHW": "r", "test NHWC": "r"}
     title = "Training on CPU: NCHW against channels_last (NHWC)"
-    write_markdown(args.out, title, "python bench/channels_last.py", details, columns, rows, console)
+    command = " ".join(["python bench/channels_last.py", *sys.argv[1:]])  # the call as typed, for re-running
+    write_markdown(args.out, title, command, details, columns, rows, console)
 
 
 if __name__ == "__main__":

@@ -110,8 +110,7 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
     model, meta = _model_and_meta(recipe, data)
     # channels_last on CPU too: oneDNN's NHWC kernels train the Fashion ladder 1.05-1.9x and most digits
     # recipes 1.2-1.7x faster than NCHW (bench/channels_last.md; lenet_1k, slower, sets it false).
-    channels_last = t.channels_last
-    model = model.to(device, memory_format=layout(channels_last))
+    model = model.to(device, memory_format=layout(t.channels_last))
     model = ddp.sync_batchnorm(model, device) if t.sync_bn else model
     generator = torch.Generator().manual_seed(recipe.seed)  # the loader draws on CPU, moves to device
     train, val = _loaders(recipe, data, device, generator)
@@ -138,7 +137,7 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
         ema=make_ema(model, t.ema, t.epochs * len(train)) if t.ema else None,
         raw_val=recipe.track.raw_val,
         clip_grad=t.clip_grad,
-        channels_last=channels_last,
+        channels_last=t.channels_last,
         net=torch.compile(net) if t.compile else net,
         monitor=t.monitor,
         select=t.select,

@@ -23,7 +23,8 @@ is paired; the table gives its mean with a 95% t interval over seeds. Teachers a
 runs/frontier/ (keyed by the resolved recipe), so an interrupted run picks up where it stopped, and
 workers given different `--rungs` share what each has finished; a last call over everything is all cache
 hits and writes the complete report. `--jobs N` does that itself: it trains in waves of N processes
-(teachers and students alone, then the method study, then the distilled ladder) and then reports.
+(the teachers, then the students alone with the method study, or with the distilled ladder when one method
+is given, then the rest) and then reports; the students' waves are timed apart from the teachers'.
 """
 
 from __future__ import annotations
@@ -265,12 +266,14 @@ def main() -> None:
             results.append({"bench": bench, "method": method, "study": study, "rows": rows})
         return results
 
-    if args.jobs > 1:
-        train_in_waves(measure, args.cache, args.jobs, console)
+    waves = []
+    if args.jobs > 1:  # the teachers first, in waves of their own, so the students' time is measured apart
+        tutors = {bench.teacher for bench in benches}
+        waves = train_in_waves(measure, args.cache, args.jobs, console, lambda recipe, _: recipe in tutors)
     results = measure(Cache(args.cache, console))
     command = "python bench/frontier.py " + " ".join(sys.argv[1:])
     minutes = (time.perf_counter() - started) / 60
-    (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results, started_at))
+    (out / "frontier.md").write_text(markdown(command.strip(), cpu(), minutes, results, started_at, waves))
     plot(results, out / "frontier.png")
     console.print(f"wrote {out / 'frontier.md'} and {out / 'frontier.png'} ({minutes:.0f} min)")
 

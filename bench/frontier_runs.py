@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import ROOT, train
@@ -113,10 +114,20 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def train_in_waves(measure, folder: Path, jobs: int, console: Console) -> None:
+@dataclass
+class Wave:
+    runs: int
+    minutes: float  # wall time of the wave, from its first submission to its last run's end
+    first: bool  # a wave of the runs `first` picked (the teachers), trained before everything else
+    processes: int
+
+
+def train_in_waves(measure, folder: Path, jobs: int, console: Console, first=None) -> list[Wave]:
     """Train everything `measure(cache)` asks for with `jobs` processes: each wave is what a planning
-    pass finds missing and ready (teachers and students alone first, then the students they teach)."""
+    pass finds missing and ready. Runs for which `first(recipe, overrides)` holds (the teachers) get
+    waves of their own before the rest, so the others' time is measured apart from theirs."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no thread pools inherited
+    waves = []
     with ProcessPoolExecutor(
         jobs, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
     ) as pool:
@@ -124,7 +135,13 @@ def train_in_waves(measure, folder: Path, jobs: int, console: Console) -> None:
             plan = Cache(folder, console, planning=True)
             measure(plan)
             if not plan.missing:
-                return
-            console.print(f"[bold]wave of {len(plan.missing)} runs on {jobs} processes[/]")
-            for done in [pool.submit(_train_one, folder, *job) for job in plan.missing.values()]:
+                return waves
+            jobs_now = list(plan.missing.values())
+            leading = [job for job in jobs_now if first and first(*job)]
+            jobs_now = leading or jobs_now
+            console.print(f"[bold]wave of {len(jobs_now)} runs on {jobs} processes[/]")
+            started = time.perf_counter()
+            for done in [pool.submit(_train_one, folder, *job) for job in jobs_now]:
                 done.result()  # a failed run stops the benchmark with its error
+            minutes = (time.perf_counter() - started) / 60
+            waves.append(Wave(len(jobs_now), minutes, bool(leading), jobs))

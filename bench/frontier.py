@@ -202,7 +202,7 @@ def choose_method(
     return max(study, key=lambda s: s["score"])["method"], study
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", default="fashion,digits", help="comma-separated: fashion, digits")
     parser.add_argument(
@@ -237,7 +237,11 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=1, help="training processes (one thread each); 2 on 2 cores"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     console = Console()
     started, started_at = time.perf_counter(), time.time()
     common = ["train.device=cpu"]

@@ -68,16 +68,31 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return (scores.argmax(1) == labels).float().mean().item()
 
 
-def measure(cache: Cache, names: list[str], seeds: list[int]) -> dict[str, list[dict]]:
+def measure(cache: Cache, chosen: dict[str, list[int]]) -> dict[str, list[dict]]:
     return {
         name: [cache.train("fashion/teacher", [*CANDIDATES[name], f"seed={s}", *COMMON]) for s in seeds]
-        for name in names
+        for name, seeds in chosen.items()
     }
+
+
+def parse_candidates(text: str, seeds: list[int]) -> dict[str, list[int]]:
+    """ "shipped:0-6,wide32" → {"shipped": [0, …, 6], "wide32": seeds}; an unknown name exits."""
+    chosen = {}
+    for item in text.split(","):
+        name, _, span = item.partition(":")
+        if name not in CANDIDATES:
+            sys.exit(f"--candidates: unknown {name!r}; expected some of {', '.join(CANDIDATES)}")
+        low, _, high = span.partition("-")
+        chosen[name] = list(range(int(low), int(high or low) + 1)) if span else seeds
+    return chosen
 
 
 def report_row(name: str, runs: list[dict], console: Console) -> str:
     dev, test = dev_set(), bench_split().test
     members = [accuracy(logits(r["run"], dev[0], False), dev[1]) for r in runs]
+
+    sizes = {r["params"] for r in runs}
+    params = f"{sizes.pop():,}" if len(sizes) == 1 else f"{sum(r['params'] for r in runs):,} in all"
 
     def ensemble(images: torch.Tensor, labels: torch.Tensor, mirror: bool) -> float:
         return accuracy(torch.stack([logits(r["run"], images, mirror) for r in runs]).mean(0), labels)
@@ -85,7 +100,7 @@ def report_row(name: str, runs: list[dict], console: Console) -> str:
     return row(
         [
             f"`{name}`",
-            f"{runs[0]['params']:,}",
+            params,
             f"{statistics.mean(r['bench_s'] for r in runs) / 60:.1f}",
             ", ".join(f"{m:.2%}" for m in members),
             f"{statistics.mean(members):.2%}",
@@ -100,8 +115,13 @@ def report_row(name: str, runs: list[dict], console: Console) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", default=",".join(CANDIDATES), help=f"from {', '.join(CANDIDATES)}")
+    parser.add_argument(
+        "--candidates",
+        default=",".join(CANDIDATES),
+        help=f"from {', '.join(CANDIDATES)}; NAME:0-6 gives one its own seeds",
+    )
     parser.add_argument("--seeds", default="0,1", help="the members' seeds (frontier's teacher: 0–6)")
+    parser.add_argument("--pool", action="store_true", help="a last row: every member above as one ensemble")
     parser.add_argument("--jobs", type=int, default=2, help="training processes (one thread each)")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "frontier", help="the frontier's cache")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "teacher_study.md")
@@ -111,23 +131,23 @@ def main() -> None:
         COMMON.append("train.epochs=2")
         args.cache = Path(tempfile.mkdtemp(prefix="teacher_study_"))
         args.out = args.cache / "teacher_study.md"
-    names, seeds = args.candidates.split(","), [int(s) for s in args.seeds.split(",")]
-    unknown = sorted(set(names) - set(CANDIDATES))
-    if unknown:
-        sys.exit(f"--candidates: unknown {', '.join(unknown)}; expected some of {', '.join(CANDIDATES)}")
+    chosen = parse_candidates(args.candidates, [int(s) for s in args.seeds.split(",")])
     console, started = Console(), time.perf_counter()
     if args.jobs > 1:
-        train_in_waves(lambda cache: measure(cache, names, seeds), args.cache, args.jobs, console)
-    runs = measure(Cache(args.cache, console), names, seeds)
-    rows = [report_row(name, runs[name], console) for name in names]
+        train_in_waves(lambda cache: measure(cache, chosen), args.cache, args.jobs, console)
+    runs = measure(Cache(args.cache, console), chosen)
+    rows = [report_row(name, runs[name], console) for name in chosen]
+    if args.pool:
+        rows.append(report_row("every member above", [r for name in chosen for r in runs[name]], console))
     minutes = (time.perf_counter() - started) / 60
     write_markdown(
         args.out,
         "Stronger teachers for Fashion-MNIST-1800",
         "python bench/teacher_study.py " + " ".join(sys.argv[1:]),
         f"{cpu()}, {minutes:.0f} min for this call (cached runs are not re-run; run minutes are each run's "
-        f"own, with {args.jobs} jobs sharing the cores). Members: seeds {args.seeds}. Dev: 5,000 Fashion "
-        "training images no run trains on (bench/frontier_dev.py); ensembles average the members' logits; "
+        f"own, with {args.jobs} jobs sharing the cores). Members: seeds {args.seeds} unless the call gives "
+        "a candidate its own. Dev: 5,000 Fashion training images no run trains on (bench/frontier_dev.py); "
+        "ensembles average the members' logits; "
         "test (10,000 images) is shown, not used.",
         {
             "candidate": "l",

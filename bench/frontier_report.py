@@ -85,7 +85,9 @@ def bench_section(result: dict) -> list[str]:
         "",
         f"Seeds: {', '.join(map(str, bench.seeds))}"
         + (" (each its own split and teacher)." if bench.per_split else " (one split, one teacher)."),
-        f"Teacher: an ensemble of {bench.members} `{bench.teacher}` runs (seeds 0–{bench.members - 1}, "
+        f"Teacher: an ensemble of {bench.members} `{bench.teacher}` runs"
+        + (f" with `{' '.join(bench.teacher_overrides)}`" if bench.teacher_overrides else "")
+        + f" (seeds 0–{bench.members - 1}, "
         f"logits averaged), {next(iter(members))['params']:,} params each; members' test "
         f"{ms(_test(list(members)))}, the ensemble's test {ms(ensembles)}.",
         "",

@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -51,9 +52,16 @@ CANDIDATES: dict[str, list[str]] = {
 COMMON = ["train.device=cpu"]  # what bench/frontier.py gives every run
 
 
+def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (uint8) and labels of "dev" or "test"."""
+    return dev_set() if name == "dev" else bench_split().test
+
+
+@cache  # a report reads each run's logits for its own row and again for the pool
 @torch.no_grad()
-def logits(run: str, images: torch.Tensor, mirror: bool) -> torch.Tensor:
-    """A run's best checkpoint's logits on `images` (uint8), normalised as the run was trained."""
+def logits(run: str, where: str, mirror: bool) -> torch.Tensor:
+    """A run's best checkpoint's logits on `split(where)`, normalised as the run was trained."""
+    images = split(where)[0]
     file = Run.open(ROOT / run).best
     ckpt = load_checkpoint(file)
     model = from_checkpoint(ckpt, file).eval()
@@ -76,26 +84,26 @@ def measure(cache: Cache, chosen: dict[str, list[int]]) -> dict[str, list[dict]]
 
 
 def parse_candidates(text: str, seeds: list[int]) -> dict[str, list[int]]:
-    """ "shipped:0-6,wide32" → {"shipped": [0, …, 6], "wide32": seeds}; an unknown name exits."""
+    """ "shipped:0-6,wide32" → {"shipped": [0, …, 6], "wide32": seeds}; ValueError for an unknown name."""
     chosen = {}
     for item in text.split(","):
         name, _, span = item.partition(":")
         if name not in CANDIDATES:
-            sys.exit(f"--candidates: unknown {name!r}; expected some of {', '.join(CANDIDATES)}")
+            raise ValueError(f"--candidates: unknown {name!r}; expected some of {', '.join(CANDIDATES)}")
         low, _, high = span.partition("-")
         chosen[name] = list(range(int(low), int(high or low) + 1)) if span else seeds
     return chosen
 
 
 def report_row(name: str, runs: list[dict], console: Console) -> str:
-    dev, test = dev_set(), bench_split().test
-    members = [accuracy(logits(r["run"], dev[0], False), dev[1]) for r in runs]
+    labels = {where: split(where)[1] for where in ("dev", "test")}
+    members = [accuracy(logits(r["run"], "dev", False), labels["dev"]) for r in runs]
 
     sizes = {r["params"] for r in runs}
     params = f"{sizes.pop():,}" if len(sizes) == 1 else f"{sum(r['params'] for r in runs):,} in all"
 
-    def ensemble(images: torch.Tensor, labels: torch.Tensor, mirror: bool) -> float:
-        return accuracy(torch.stack([logits(r["run"], images, mirror) for r in runs]).mean(0), labels)
+    def ensemble(where: str, mirror: bool) -> float:
+        return accuracy(torch.stack([logits(r["run"], where, mirror) for r in runs]).mean(0), labels[where])
 
     return row(
         [
@@ -104,10 +112,10 @@ def report_row(name: str, runs: list[dict], console: Console) -> str:
             f"{statistics.mean(r['bench_s'] for r in runs) / 60:.1f}",
             ", ".join(f"{m:.2%}" for m in members),
             f"{statistics.mean(members):.2%}",
-            f"**{ensemble(*dev, False):.2%}**",
-            f"{ensemble(*dev, True):.2%}",
+            f"**{ensemble('dev', False):.2%}**",
+            f"{ensemble('dev', True):.2%}",
             f"{statistics.mean(r['val_acc'] for r in runs):.2%}",
-            f"{ensemble(*test, False):.2%}",
+            f"{ensemble('test', False):.2%}",
         ],
         console,
     )
@@ -131,7 +139,10 @@ def main() -> None:
         COMMON.append("train.epochs=2")
         args.cache = Path(tempfile.mkdtemp(prefix="teacher_study_"))
         args.out = args.cache / "teacher_study.md"
-    chosen = parse_candidates(args.candidates, [int(s) for s in args.seeds.split(",")])
+    try:
+        chosen = parse_candidates(args.candidates, [int(s) for s in args.seeds.split(",")])
+    except ValueError as e:
+        parser.error(str(e))  # one line, exit code 2
     console, started = Console(), time.perf_counter()
     if args.jobs > 1:
         train_in_waves(lambda cache: measure(cache, chosen), args.cache, args.jobs, console)

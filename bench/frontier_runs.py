@@ -116,7 +116,6 @@ def _exit_with_parent(parent: int) -> None:
 
 @dataclass
 class Wave:
-    runs: int
     minutes: float  # wall time of the wave, from its first submission to its last run's end
     first: bool  # a wave of the runs `first` picked (the teachers), trained before everything else
     processes: int
@@ -144,4 +143,4 @@ def train_in_waves(measure, folder: Path, jobs: int, console: Console, first=Non
             for done in [pool.submit(_train_one, folder, *job) for job in jobs_now]:
                 done.result()  # a failed run stops the benchmark with its error
             minutes = (time.perf_counter() - started) / 60
-            waves.append(Wave(len(jobs_now), minutes, bool(leading), jobs))
+            waves.append(Wave(minutes, bool(leading), jobs))

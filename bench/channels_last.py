@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, cpu, row, train, write_markdown
+from common import ROOT, row, train, write_markdown
 from rich.console import Console
 
 FASHION = ["fashion/r1k", "fashion/r2k", "fashion/r5k", "fashion/r10k", "fashion/r20k", "fashion/teacher"]
@@ -78,7 +78,7 @@ def main() -> None:
         return
     minutes = (time.perf_counter() - started) / 60
     details = (
-        f"{cpu()}, torch {torch.__version__}, {args.threads} torch thread(s), {args.epochs} epochs × "
+        f"torch {torch.__version__}, {args.threads} torch thread(s), {args.epochs} epochs × "
         f"{args.rounds} rounds per layout (order alternated), {minutes:.0f} min. Images/s: median over "
         "epochs 2.. of the training + val pass (metrics.csv). Fashion recipes: 28×28, batch 64; digits: 8×8."
     )

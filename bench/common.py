@@ -47,14 +47,14 @@ def row(cells: list[str], console: Console) -> str:
 def write_markdown(
     path: Path, title: str, command: str, details: str, columns: dict[str, str], rows: list[str], console
 ) -> None:
-    """`# title`, the command that made it with the date and `details`, then the table.
+    """`# title`, the command that made it with the date, the CPU and `details`, then the table.
 
     `columns`: header → alignment ("l" or "r")."""
     align = {"l": "---", "r": "---:"}
     lines = [
         f"# {title}",
         "",
-        f"`{command}` — {time.strftime('%Y-%m-%d')}, CPU (2 cores). {details}".rstrip(),
+        f"`{command}` — {time.strftime('%Y-%m-%d')}, {cpu()}. {details}".rstrip(),
         "",
         "| " + " | ".join(columns) + " |",
         "| " + " | ".join(align[a] for a in columns.values()) + " |",

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, cpu, mean_std, row, train, write_markdown
+from common import ROOT, mean_std, row, train, write_markdown
 from frontier import BENCHES, distilled, teachers
 from frontier_runs import Cache
 from rich.console import Console
@@ -85,7 +85,7 @@ def main() -> None:
         args.out,
         "Teacher logits precomputed per view",
         "python bench/teacher_bank.py " + " ".join(sys.argv[1:]),
-        f"{cpu()}, one thread. `{args.recipe}` for {args.epochs} epochs, distilled "
+        f"One thread. `{args.recipe}` for {args.epochs} epochs, distilled "
         f"(hinton) from the {members}-member Fashion ensemble of `bench/frontier.py`; wall = "
         "the whole `edgekit train` call (data, teacher checks, the bank's fill, training, test).",
         {"seed": "l", "arm": "l", "wall s": "r", "bank fill s": "r", "val acc": "r", "test acc": "r"},

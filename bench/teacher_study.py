@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from common import ROOT, cpu, row, write_markdown
+from common import ROOT, row, write_markdown
 from frontier_dev import bench_split, dev_set
 from frontier_runs import Cache, train_in_waves
 from rich.console import Console
@@ -155,7 +155,7 @@ def main() -> None:
         args.out,
         "Stronger teachers for Fashion-MNIST-1800",
         "python bench/teacher_study.py " + " ".join(sys.argv[1:]),
-        f"{cpu()}, {minutes:.0f} min for this call (cached runs are not re-run; run minutes are each run's "
+        f"{minutes:.0f} min for this call (cached runs are not re-run; run minutes are each run's "
         f"own, with {args.jobs} jobs sharing the cores). Members: seeds {args.seeds} unless the call gives "
         "a candidate its own. Dev: 5,000 Fashion training images no run trains on (bench/frontier_dev.py); "
         "ensembles average the members' logits; "

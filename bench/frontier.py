@@ -41,7 +41,7 @@ from pathlib import Path
 from common import ROOT, cpu
 from frontier_dev import dev_score
 from frontier_report import RUNGS, markdown, plot
-from frontier_runs import Cache, train_in_waves
+from frontier_runs import COMMON, Cache, train_in_waves
 from rich.console import Console
 
 import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
@@ -244,7 +244,7 @@ def main() -> None:
     args = arguments()
     console = Console()
     started, started_at = time.perf_counter(), time.time()
-    common = ["train.device=cpu"]
+    common = [*COMMON]
     rungs, methods = args.rungs.split(","), args.methods.split(",")
     if args.quick:
         common += ["train.epochs=2"]

@@ -19,6 +19,10 @@ from rich.console import Console
 import edgekit.train  # noqa: F401  (binds the registries the recipes are validated against)
 from edgekit.recipe import load
 
+# What every run in a frontier cache is given: the same overrides make the same keys, so the frontier, the
+# teacher study and the bank's benchmark reuse each other's runs.
+COMMON = ("train.device=cpu",)
+
 # Schema fields added after runs were cached, each with the default that reproduces the behaviour from
 # before: left out of the key while they hold it, so a growing schema does not throw the cache away.
 # distill.precompute changes how often the teacher is asked, not what it answers (docs/train.md).

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from common import ROOT, mean_std, row, train, write_markdown
 from frontier import BENCHES, distilled, teachers
-from frontier_runs import Cache
+from frontier_runs import COMMON, Cache
 from rich.console import Console
 
 ARMS = {
@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     console = Console()
-    bench, common = BENCHES["fashion"], ["train.device=cpu"]
+    bench, common = BENCHES["fashion"], [*COMMON]
     tutors = teachers(bench, Cache(ROOT / "runs" / "frontier", console), common)
     runs = Path(tempfile.mkdtemp(prefix="teacher_bank_"))
     results: dict[str, list[dict]] = {arm: [] for arm in ARMS}

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from common import ROOT, row, write_markdown
 from frontier_dev import bench_split, dev_set
-from frontier_runs import Cache, train_in_waves
+from frontier_runs import COMMON, Cache, train_in_waves
 from rich.console import Console
 
 from edgekit.data.loader import DeviceLoader
@@ -49,7 +49,6 @@ CANDIDATES: dict[str, list[str]] = {
     "cutmix": ["data.augment.mixup=0", "data.augment.cutmix=1.0"],
     "shipped": [],
 }
-COMMON = ["train.device=cpu"]  # what bench/frontier.py gives every run
 
 
 def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,9 +75,9 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return (scores.argmax(1) == labels).float().mean().item()
 
 
-def measure(cache: Cache, chosen: dict[str, list[int]]) -> dict[str, list[dict]]:
+def measure(cache: Cache, chosen: dict[str, list[int]], common: list[str]) -> dict[str, list[dict]]:
     return {
-        name: [cache.train("fashion/teacher", [*CANDIDATES[name], f"seed={s}", *COMMON]) for s in seeds]
+        name: [cache.train("fashion/teacher", [*CANDIDATES[name], f"seed={s}", *common]) for s in seeds]
         for name, seeds in chosen.items()
     }
 
@@ -135,8 +134,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "teacher_study.md")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, temp cache and report")
     args = parser.parse_args()
+    common = [*COMMON, *(["train.epochs=2"] if args.quick else [])]
     if args.quick:
-        COMMON.append("train.epochs=2")
         args.cache = Path(tempfile.mkdtemp(prefix="teacher_study_"))
         args.out = args.cache / "teacher_study.md"
     try:
@@ -145,8 +144,8 @@ def main() -> None:
         parser.error(str(e))  # one line, exit code 2
     console, started = Console(), time.perf_counter()
     if args.jobs > 1:
-        train_in_waves(lambda cache: measure(cache, chosen), args.cache, args.jobs, console)
-    runs = measure(Cache(args.cache, console), chosen)
+        train_in_waves(lambda cache: measure(cache, chosen, common), args.cache, args.jobs, console)
+    runs = measure(Cache(args.cache, console), chosen, common)
     rows = [report_row(name, runs[name], console) for name in chosen]
     if args.pool:
         rows.append(report_row("every member above", [r for name in chosen for r in runs[name]], console))

@@ -45,10 +45,8 @@ class Teacher(nn.Module):
 
 def folded(model: nn.Module) -> nn.Module:
     """A copy of the frozen `model` with each BatchNorm folded into the conv before it: the same function to
-    float rounding, one layer fewer to run at every step. A live teacher (augmentation with no finite set of
-    views to bank) is most of a tiny student's step: on 8×8 digits one `fashion/teacher` member took 4.4 ms
-    per batch of 64 unfolded and 2.5 ms folded (AMD EPYC, one thread), and the ladder asks three per step.
-    """
+    float rounding, one layer fewer to run. A live teacher (augmentation with no finite set of views to
+    bank) is most of a tiny student's step (bench/teacher_fold.md)."""
     model.eval()  # folding uses the running statistics, as eval mode does
     try:
         return fuse(model)  # torch.fx: finds conv → BN pairs in any traceable model, and copies it

@@ -118,7 +118,8 @@ def main() -> None:
                 ensemble = before if arm == "before" else now
                 timed[arm].append(ms(partial(answer, ensemble, x), repeats))
         t_before, t_now = statistics.median(timed["before"]), statistics.median(timed["now"])
-        per_round = sorted(b / n for b, n in zip(timed["before"], timed["now"]))  # the noise, made visible
+        # each round's own speed-up: the noise, made visible
+        per_round = sorted(b / n for b, n in zip(timed["before"], timed["now"], strict=True))
         for recipe in STUDENTS:
             own = ms(student_step(recipe, size, keep, x), repeats)
             ratio = (own + t_before) / (own + t_now)

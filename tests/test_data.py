@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from edgekit.data import channel_stats, prepare, split_indices
 from edgekit.data.cache import cache_path, cached
-from edgekit.data.loader import AugmentParams, DeviceLoader
+from edgekit.data.loader import AugmentParams, DeviceLoader, crop, warp
 from edgekit.data.sources import DATASETS, FINGERPRINTS, TEST, TRAIN, VAL, fingerprint
 from edgekit.errors import EdgekitError
 from edgekit.registry import Entry
@@ -449,6 +449,18 @@ def test_each_augmentation_changes_images_per_sample(batch_images, name):
     assert not torch.equal(x, plain)
     distinct = {tuple(row.flatten().tolist()) for row in x}
     assert len(distinct) > 1  # each image gets its own random parameters
+
+
+def test_whole_pixel_crop_is_the_window_of_the_padded_image_the_warp_samples():
+    x = torch.rand(6, 2, 7, 9)
+    pixels = torch.tensor([[-2, 0], [2, 2], [0, -1], [1, -2], [0, 0], [-1, 1]])  # (dx, dy)
+    cropped = crop(x, pixels, pad=2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for image, (dx, dy) in enumerate(pixels.tolist()):  # out[r, c] = in[r + dy, c + dx], zeros outside
+        assert torch.equal(cropped[image], padded[image, :, 2 + dy : 2 + dy + 7, 2 + dx : 2 + dx + 9])
+    shift = 2 * pixels / torch.tensor([9, 7])  # the same shifts as the general path's affine warp
+    warped = warp(x, torch.zeros(6), torch.ones(6), shift)
+    assert torch.allclose(cropped, warped, atol=1e-5)
 
 
 def test_same_generator_seed_same_batches(batch_images):

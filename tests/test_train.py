@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from rich.console import Console
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from edgekit.data import prepare_for
 from edgekit.errors import EdgekitError
@@ -85,6 +86,26 @@ def test_ema_decay_is_the_recipes_unless_its_time_constant_exceeds_a_fifth_of_th
     for _ in range(240):
         ema.update_parameters(model)
     assert ema.module.weight.item() > 0.99  # the start keeps under e^-5 of the average
+
+
+def test_ema_equals_torchs_averaged_model_bit_for_bit_and_restores_from_its_state():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Flatten())
+    ours = make_ema(model, 0.9, updates=10_000)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(6):
+        model(torch.randn(4, 1, 5, 5)).square().mean().backward()
+        optimizer.step()
+        ours.update_parameters(model)
+        theirs.update_parameters(model)
+        if step == 2:  # a resumed run: a fresh average loaded from the saved state goes on alike
+            state, ours = ours.state_dict(), make_ema(model, 0.9, updates=10_000)
+            ours.load_state_dict(state)
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert mine.keys() == reference.keys()
+    assert all(torch.equal(mine[k], reference[k]) for k in mine)
+    assert not torch.equal(mine["module.0.weight"], model[0].weight)  # it did average, not copy
 
 
 def test_a_short_run_with_ema_learns(tmp_path):

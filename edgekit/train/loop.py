@@ -80,11 +80,40 @@ def ema_decay(decay: float, updates: int) -> float:
     return min(decay, 1 - EMA_SPAN / max(updates, EMA_SPAN + 1))
 
 
+class EMA(AveragedModel):
+    """torch's AveragedModel (same state, same arithmetic) whose update reuses the tensor lists it gathers
+    at the first one: torch's walks the module tree again at every step, 36 `parameters()` calls for
+    `fashion/r2k`, and that was 1.0 of its 1.3 ms per update on CPU."""
+
+    def update_parameters(self, model: nn.Module) -> None:
+        cached = getattr(self, "_cache", None)  # (model, groups): a tuple, so nn.Module does not adopt it
+        if cached is None or cached[0] is not model:
+            cached = self._cache = (model, _paired_by_kind(self.module, model))
+        with torch.no_grad():
+            for averaged, current in cached[1]:
+                if self.n_averaged == 0:
+                    torch._foreach_copy_(averaged, current)
+                else:
+                    self.multi_avg_fn(averaged, current, self.n_averaged)
+        self.n_averaged += 1
+
+
+def _paired_by_kind(average: nn.Module, model: nn.Module) -> list[tuple[list, list]]:
+    """The average's and the model's parameters and buffers, in matching lists per device and dtype (the
+    foreach ops take one kind at a time; BatchNorm's batch counter is an integer)."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    mine = [*average.parameters(), *average.buffers()]
+    theirs = [*model.parameters(), *model.buffers()]
+    for a, b in zip(mine, theirs, strict=True):
+        pair = groups.setdefault((a.device, a.dtype), ([], []))
+        pair[0].append(a.detach())
+        pair[1].append(b.detach())
+    return list(groups.values())
+
+
 def make_ema(model: nn.Module, decay: float, updates: int) -> AveragedModel:
     """An exponential moving average of `model`'s weights and buffers over a run of `updates` steps."""
-    return AveragedModel(
-        model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(decay, updates)), use_buffers=True
-    )
+    return EMA(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(decay, updates)), use_buffers=True)
 
 
 def autocast(s: State):

@@ -30,8 +30,12 @@ class AugmentParams(BaseModel):
             raise ValueError(f"scale {list(self.scale)}: expected [low, high] with 0.1 <= low <= high <= 10")
         return self
 
+    def warps(self) -> bool:
+        """Rotation, translation or zoom: a continuous resampling, not a whole-pixel window."""
+        return bool(self.rotate or self.translate or self.scale != (1.0, 1.0))
+
     def geometric(self) -> bool:
-        return bool(self.crop_padding or self.rotate or self.translate or self.scale != (1.0, 1.0))
+        return bool(self.crop_padding) or self.warps()
 
 
 def _uniform(low: float, high: float, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -52,7 +56,7 @@ def affine(x: torch.Tensor, p: AugmentParams, generator: torch.Generator):
     if p.crop_padding:
         # Whole-pixel shifts with zero fill are exactly a random crop of the zero-padded image.
         pixels = torch.randint(-p.crop_padding, p.crop_padding + 1, (b, 2), generator=generator)
-        if not (p.rotate or p.translate or p.scale != (1.0, 1.0)):
+        if not p.warps():
             return crop(x, pixels, p.crop_padding), pixels  # the draws above keep the generator's stream
         shift += 2 * pixels / torch.tensor([w, h])
     return warp(x, angle, zoom, shift), pixels
@@ -223,7 +227,7 @@ class DeviceLoader:
         (whole-pixel crops and flips only: (2·crop_padding + 1)² shifts × 2 mirrorings); None when it
         draws from a continuum (rotation, translation, zoom, erasing, mixing)."""
         a = self.augment
-        if a.rotate or a.translate or a.scale != (1.0, 1.0) or a.erasing or a.mixup or a.cutmix:
+        if a.warps() or a.erasing or a.mixup or a.cutmix:
             return None
         return (2 * a.crop_padding + 1) ** 2 * (2 if a.hflip else 1)
 

@@ -280,3 +280,36 @@ def test_lenet_downsample_skips_pooling_without_adding_parameters():
     assert forward_backward(kept, x).shape == (2, 10)
     with pytest.raises(ValidationError, match="downsample has 2 flags for 3 channels"):
         digits_model("lenet", {**options, "downsample": [False, True]})
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_lenet_pools_before_an_activation_that_commutes_with_it_bit_for_bit(act):
+    # Two copies of one model, one forced back to conv → norm → act → pool; trained alike, they must stay
+    # identical (values and gradients), in training and eval mode.
+    options = {"channels": [4, 8, 8], "act": act, "downsample": [False, True, True]}
+    fast = digits_model("lenet", options)
+    slow = digits_model("lenet", options)
+    slow.load_state_dict(fast.state_dict())
+    assert [s.pool_first for s in fast.features] == [False, True, True]  # stage0 has no pool
+    for stage in slow.features:
+        stage.pool_first = False
+    torch.manual_seed(0)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9) for m in (fast, slow)]
+    for _ in range(5):
+        x, y = torch.randn(16, 1, 8, 8) * 3, torch.randint(0, 10, (16,))
+        for model, opt in zip((fast, slow), opts, strict=True):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(fast.state_dict().values(), slow.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(fast.eval()(x), slow.eval()(x))
+
+
+def test_lenet_keeps_the_canonical_order_where_pooling_first_would_change_it(tmp_path):
+    assert not digits_model("lenet", {"act": "silu"}).features[0].pool_first  # silu is not monotone
+    # ONNX gets conv → relu → pool (onnxruntime fuses Conv+Relu; int8 calibrates the conv's output ≥ 0).
+    proto = to.to_onnx(digits_model("lenet", {"channels": [4, 8]}).eval(), (1, 8, 8), 18, None)
+    nodes = [n.op_type for n in proto.graph.node if n.op_type in {"Relu", "MaxPool"}]
+    assert nodes == ["Relu", "MaxPool", "Relu", "MaxPool"]

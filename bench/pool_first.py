@@ -48,6 +48,15 @@ def model(recipe: str, size: int, keep_two_stages: bool) -> torch.nn.Module:
     return build_model(rec.model.arch, options, 1, 10, size).to(memory_format=torch.channels_last)
 
 
+def pair(recipe: str, size: int, keep_two_stages: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The model as built (pooling first where it may) and an identical copy made to pool after."""
+    fast = model(recipe, size, keep_two_stages)
+    slow = copy.deepcopy(fast)
+    for stage in slow.features:
+        stage.pool_first = False
+    return fast, slow
+
+
 def stepper(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
     opt = torch.optim.SGD(
         net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, foreach=True
@@ -89,10 +98,7 @@ def main() -> None:
     torch.manual_seed(0)
     console, started, rows = Console(), time.perf_counter(), []
     for recipe, size, keep in CASES[:2] if args.quick else CASES:
-        fast = model(recipe, size, keep)
-        slow = copy.deepcopy(fast)
-        for stage in slow.features:
-            stage.pool_first = False
+        fast, slow = pair(recipe, size, keep)
         pooled_first = sum(s.pool_first for s in fast.features)
         x = torch.randn(BATCH, 1, size, size).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (BATCH,))
@@ -134,10 +140,7 @@ def main() -> None:
 
 def identical(recipe: str, size: int, keep: bool, x: torch.Tensor, y: torch.Tensor) -> str:
     """Train two copies 20 steps on the same batch, one forced to pool after the activation."""
-    fast = model(recipe, size, keep)
-    slow = copy.deepcopy(fast)
-    for stage in slow.features:
-        stage.pool_first = False
+    fast, slow = pair(recipe, size, keep)
     for step in (stepper(fast, x, y), stepper(slow, x, y)):
         for _ in range(20):
             step()

@@ -80,12 +80,11 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*experimental.*")
     console, started = Console(), time.perf_counter()
     works = {space: Path(f"{args.work}_{space}") for space in ("wide", "narrow")}
-    table, chosen, every = [], {}, {}
+    table, every = [], {}
     for name, options in VARIANTS.items():
         per_space = {space: shares(work, space, options, SELECT) for space, work in works.items()}
         both = every[name] = [v for values in per_space.values() for v in values]
         within, median = summary(both)
-        chosen[name] = (within, -median)
         line = (
             f"| {name} | `{options}` | "
             + " | ".join(f"{summary(v)[0]} of {len(v)}" for v in per_space.values())
@@ -93,9 +92,11 @@ def main() -> None:
         )
         console.print(line, highlight=False)
         table.append(line)
-    winner = max(chosen, key=chosen.get)
+    # The rule: most sweeps within 50%, then the lower median share.
+    winner = max(every, key=lambda name: (summary(every[name])[0], -summary(every[name])[1]))
+    defaults_within = summary(every["defaults"])[0]
     same = [name for name in VARIANTS if name != "defaults" and every[name] == every["defaults"]]
-    adopted = winner != "defaults" and chosen[winner][0] > chosen["defaults"][0]
+    adopted = winner != "defaults" and summary(every[winner])[0] > defaults_within
     held = []
     for name in dict.fromkeys(["defaults", winner]):
         for space, work in works.items():
@@ -126,7 +127,7 @@ def main() -> None:
         + (
             "adopted."
             if adopted
-            else f"which does not beat Optuna's defaults ({chosen['defaults'][0]} sweeps within 50%) by "
+            else f"which does not beat Optuna's defaults ({defaults_within} sweeps within 50%) by "
             "count: the defaults stay."
         )
         + (

@@ -307,7 +307,7 @@ def test_lenet_pools_before_an_activation_that_commutes_with_it_bit_for_bit(act)
     assert torch.equal(fast.eval()(x), slow.eval()(x))
 
 
-def test_lenet_keeps_the_canonical_order_where_pooling_first_would_change_it(tmp_path):
+def test_lenet_keeps_the_canonical_order_where_pooling_first_would_change_it():
     assert not digits_model("lenet", {"act": "silu"}).features[0].pool_first  # silu is not monotone
     # ONNX gets conv → relu → pool (onnxruntime fuses Conv+Relu; int8 calibrates the conv's output ≥ 0).
     proto = to.to_onnx(digits_model("lenet", {"channels": [4, 8]}).eval(), (1, 8, 8), 18, None)

@@ -44,7 +44,7 @@ from edgekit.data.loader import AugmentParams
 from edgekit.models import build_model
 from edgekit.recipe import load
 from edgekit.recipe_schema import Recipe
-from edgekit.train.summary import EVAL_BATCH
+from edgekit.train.summary import eval_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = Path("recipes/lenet_2k.yaml")  # relative to ROOT, as a user types it
@@ -183,7 +183,7 @@ def run_naive(recipe: Recipe, epochs: int) -> Result:
     # drop_last and the val batch size as edgekit's loaders, so both sides do the same work.
     drop = len(train_set) > t.batch_size
     train_loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True, num_workers=0, drop_last=drop)
-    val_loader = DataLoader(val_set, batch_size=EVAL_BATCH, num_workers=0)
+    val_loader = DataLoader(val_set, batch_size=eval_batch(torch.device("cpu")), num_workers=0)
     model = build_model(
         recipe.model.arch, recipe.options("model"), data.in_channels, len(data.class_names), data.image_size
     )

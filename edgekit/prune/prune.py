@@ -21,6 +21,7 @@ from edgekit.prune.importance import IMPORTANCES, GroupNormPruner
 from edgekit.recipe import apply_overrides, validate
 from edgekit.recipe_schema import Recipe
 from edgekit.runs import Run, load_checkpoint, run_dir_of
+from edgekit.train.summary import eval_batch
 
 MAX_RATIO = 0.99  # of channels removed; at 1.0 torch-pruning would have to empty layers, which it refuses
 SEARCH_ITERS = 10  # trials of the channel ratio at most; the bracket shrinks by a quarter or more each
@@ -165,7 +166,7 @@ def rebuild(pruned: Classifier) -> Classifier:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], mean, std) -> float:
-    loader = DeviceLoader(*split, batch_size=1024, mean=mean, std=std)
+    loader = DeviceLoader(*split, batch_size=eval_batch(torch.device("cpu")), mean=mean, std=std)
     model.eval()
     correct = sum((model(x).argmax(1) == y).sum().item() for x, y in loader)
     return correct / max(len(split[1]), 1)

@@ -182,15 +182,18 @@ def evaluate(s: State, loader: DeviceLoader, model: nn.Module | None = None) -> 
     model = model or s.eval_model
     was_training = model.training
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    # Summed on the device and read once: a read per batch is a host sync per batch on a GPU.
+    loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
+    seen = 0
     for x, y in loader:
         with autocast(s):
             logits = model(in_layout(s, x)).float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
         seen += len(x)
     model.train(was_training)
-    return {"loss": loss_sum / seen, "acc": correct / seen}
+    return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
 
 
 def _improved(s: State, value: float) -> bool:

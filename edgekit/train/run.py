@@ -23,7 +23,7 @@ from edgekit.train.device import amp_dtype_for, layout, pick_device
 from edgekit.train.loop import NonFiniteLoss, State, fit, make_ema, restore
 from edgekit.train.objectives import Supervised
 from edgekit.train.optim import OPTIMIZERS, SCHEDULERS
-from edgekit.train.summary import EVAL_BATCH, summarize
+from edgekit.train.summary import eval_batch, summarize
 from edgekit.train.teacher import distillation
 from edgekit.train.teacher_bank import bank_if_worthwhile, identity
 from edgekit.train.track import Silent, Tracker
@@ -194,7 +194,7 @@ def _loaders(
         num_classes=len(data.class_names),
         shard=(ddp.rank(), world),
     )
-    val = DeviceLoader(*data.val, batch_size=EVAL_BATCH, mean=data.mean, std=data.std, device=device)
+    val = DeviceLoader(*data.val, batch_size=eval_batch(device), mean=data.mean, std=data.std, device=device)
     return train, val
 
 

@@ -109,6 +109,7 @@ def test_override_switching_arch_drops_old_options(tmp_path):
         (["train.epochs=abc"], r"r\.yaml: train\.epochs = 'abc': Input should be a valid integer"),
         (["train.epochs=0"], r"r\.yaml: train\.epochs = 0: Input should be greater than or equal to 1"),
         (["model.dropout=1.5"], r"r\.yaml: model\.dropout = 1\.5: Input should be less than 1"),
+        (["train.val_every=0"], r"train\.val_every = 0: Input should be greater than or equal to 1"),
         (
             ["model.arch=lenett"],
             r"r\.yaml: model\.arch: unknown architecture 'lenett' \(did you mean 'lenet'\?\)",

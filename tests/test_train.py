@@ -322,6 +322,56 @@ def test_early_stopping(tmp_path):
     assert summary["epochs"] == 3 and summary["stopped"].startswith("early stop")
 
 
+def scored_epochs(run_dir: Path) -> list[int]:
+    rows = csv.DictReader((run_dir / "metrics.csv").open())
+    return [int(float(r["epoch"])) for r in rows if r["val_acc"]]
+
+
+def test_val_every_scores_val_on_its_epochs_and_the_last_and_changes_no_weight(tmp_path):
+    """Val is only observed under `select: last`: scoring it on fewer epochs trains the same weights."""
+    runs = {}
+    for every in (1, 3):
+        runs[every] = run.start(
+            recipe(tmp_path, f"every{every}"),
+            ["train.epochs=7", f"train.val_every={every}", "train.select=last"],
+            tmp_path / "runs",
+            QUIET,
+        )
+    assert scored_epochs(runs[1]) == [1, 2, 3, 4, 5, 6, 7]
+    assert scored_epochs(runs[3]) == [3, 6, 7]
+    for name in ("best.pt", "last.pt"):
+        a, b = weights(runs[1] / name), weights(runs[3] / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    summaries = [json.loads((runs[e] / "summary.json").read_text()) for e in (1, 3)]
+    assert summaries[0]["test_acc"] == summaries[1]["test_acc"]
+    assert summaries[0]["val_acc"] == summaries[1]["val_acc"] and summaries[1]["kept_epoch"] == 7
+    assert (runs[3] / "curves.png").is_file()
+
+
+def test_val_every_keeps_the_best_scored_epoch_and_counts_patience_in_epochs(tmp_path):
+    best = run.start(
+        recipe(tmp_path, "best"), ["train.epochs=9", "train.val_every=2"], tmp_path / "runs", QUIET
+    )
+    summary = json.loads((best / "summary.json").read_text())
+    assert summary["best_epoch"] in scored_epochs(best) == [2, 4, 6, 8, 9]
+    # Nothing improves by 1 after the first scored epoch (2): 4 epochs stale at epoch 6 ≥ patience 3.
+    stopped = run.start(
+        recipe(tmp_path, "stop"),
+        [
+            "train.epochs=30",
+            "train.val_every=2",
+            "train.optimizer.lr=1e-9",
+            "train.early_stop.patience=3",
+            "train.monitor=val_loss",
+            "train.early_stop.min_delta=1",
+        ],
+        tmp_path / "runs",
+        QUIET,
+    )
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["epochs"] == 6 and summary["stopped"].startswith("early stop")
+
+
 def test_mixup_cutmix_and_label_smoothing_train(tmp_path):
     run_dir = run.start(
         recipe(tmp_path),

@@ -47,6 +47,7 @@ class State:
     net: nn.Module | None = None  # what the training forward runs through: DDP-wrapped and/or compiled model
     monitor: str = "val_acc"
     select: str = "best"  # best.pt: the best epoch by `monitor`, or the last (train.select)
+    val_every: int = 1  # val is scored every this many epochs and at the last (train.val_every)
     patience: int | None = None
     min_delta: float = 0.0
     epoch: int = 0
@@ -236,41 +237,56 @@ def restore(s: State, ckpt: dict[str, Any]) -> None:
 
 
 def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
-    """Train until `s.epochs` or early stop; returns why it stopped. Writes last.pt/best.pt every epoch."""
+    """Train until `s.epochs` or early stop; returns why it stopped. Writes last.pt every epoch, best.pt
+    when an epoch scored on val improves on the best (or, under `select: last`, is scored at all)."""
     while s.epoch < s.epochs:
         started = time.perf_counter()
         stats = train_epoch(s)
-        val = evaluate(s, s.val)
         s.epoch += 1
-        # Rank 0's figure on every rank: BatchNorm statistics differ per rank, so val can too, and a rank
-        # that lowered its lr, kept another best epoch or stopped alone would diverge or hang the others.
-        value = ddp.from_main(val["acc"] if s.monitor == "val_acc" else val["loss"])
-        s.schedule.after_epoch(value)
+        scored = s.epoch % s.val_every == 0 or s.epoch == s.epochs
+        val, value = _score(s) if scored else ({}, None)
         elapsed = time.perf_counter() - started
-        raw = evaluate(s, s.val, s.model) if s.raw_val and s.ema is not None else None
         tracker.log(
             {
                 "epoch": s.epoch,
                 "train_loss": stats["train_loss"],
                 "train_acc": stats["train_acc"],
-                "val_loss": val["loss"],
-                "val_acc": val["acc"],
+                **val,
                 "lr": s.optimizer.param_groups[0]["lr"],
                 "images_per_s": stats["seen"] / elapsed,
                 "epoch_s": elapsed,
                 "elapsed_s": time.perf_counter() - tracker.started,
-                **({"val_loss_raw": raw["loss"], "val_acc_raw": raw["acc"]} if raw else {}),
             }
         )
-        improved = _improved(s, value) and math.isfinite(value)
-        if improved:
-            s.best, s.best_epoch, s.stale = value, s.epoch, 0
-        else:
-            s.stale += 1
-        if ddp.is_main() and (improved or s.select == "last"):
+        improved = value is not None and _judge(s, value)
+        if ddp.is_main() and (improved or (scored and s.select == "last")):
             save_checkpoint(run_dir / BEST_FILE, checkpoint_payload(s, for_best=True))
         if ddp.is_main():  # every rank holds the same weights; one writes them
             save_checkpoint(run_dir / LAST_FILE, checkpoint_payload(s))
         if s.patience is not None and s.stale >= s.patience:
             return f"early stop: {s.monitor} has not improved for {s.patience} epochs"
     return "finished"
+
+
+def _score(s: State) -> tuple[dict[str, float], float]:
+    """This epoch's val scores (with track.raw_val, the raw weights' beside the EMA's) and the monitored
+    value, which steps the plateau schedule."""
+    val = evaluate(s, s.val)
+    # Rank 0's figure on every rank: BatchNorm statistics differ per rank, so val can too, and a rank
+    # that lowered its lr, kept another best epoch or stopped alone would diverge or hang the others.
+    value = ddp.from_main(val["acc"] if s.monitor == "val_acc" else val["loss"])
+    s.schedule.after_epoch(value)
+    scores = {"val_loss": val["loss"], "val_acc": val["acc"]}
+    if s.raw_val and s.ema is not None:
+        raw = evaluate(s, s.val, s.model)
+        scores |= {"val_loss_raw": raw["loss"], "val_acc_raw": raw["acc"]}
+    return scores, value
+
+
+def _judge(s: State, value: float) -> bool:
+    """Whether this scored epoch is the new best by `monitor`; `stale` counts the epochs since the best."""
+    if _improved(s, value) and math.isfinite(value):
+        s.best, s.best_epoch, s.stale = value, s.epoch, 0
+        return True
+    s.stale = s.epoch - s.best_epoch
+    return False

@@ -141,6 +141,7 @@ def build_state(recipe: Recipe, data: Prepared, bank: bool = True) -> State:
         net=torch.compile(net) if t.compile else net,
         monitor=t.monitor,
         select=t.select,
+        val_every=t.val_every,
         patience=t.early_stop.patience,
         min_delta=t.early_stop.min_delta,
         meta={**meta, "test": data.test},

@@ -29,7 +29,9 @@ COLUMNS = [
 LIVE_ROWS = 12  # the live table shows the newest epochs only: a 2000-epoch run stays readable
 
 
-def _fmt(value: float, kind: str) -> str:
+def _fmt(value: float | None, kind: str) -> str:
+    if value is None:  # val on an epoch train.val_every skips
+        return "—"
     formats = {"loss": "{:.4f}", "acc": "{:.2%}", "lr": "{:.2e}", "rate": "{:,.0f}"}
     return formats[kind].format(value)
 
@@ -87,8 +89,8 @@ class Tracker:
     def _line(self, r: dict[str, float]) -> str:
         return (
             f"epoch {int(r['epoch'])}/{self.total}  loss {_fmt(r['train_loss'], 'loss')}  "
-            f"acc {_fmt(r['train_acc'], 'acc')}  val_loss {_fmt(r['val_loss'], 'loss')}  "
-            f"val_acc {_fmt(r['val_acc'], 'acc')}  lr {_fmt(r['lr'], 'lr')}  "
+            f"acc {_fmt(r['train_acc'], 'acc')}  val_loss {_fmt(r.get('val_loss'), 'loss')}  "
+            f"val_acc {_fmt(r.get('val_acc'), 'acc')}  lr {_fmt(r['lr'], 'lr')}  "
             f"{_fmt(r['images_per_s'], 'rate')} img/s  eta {_eta(self._eta_s(int(r['epoch'])))}"
         )
 
@@ -101,8 +103,8 @@ class Tracker:
                 f"{int(r['epoch'])}/{self.total}",
                 _fmt(r["train_loss"], "loss"),
                 _fmt(r["train_acc"], "acc"),
-                _fmt(r["val_loss"], "loss"),
-                _fmt(r["val_acc"], "acc"),
+                _fmt(r.get("val_loss"), "loss"),
+                _fmt(r.get("val_acc"), "acc"),
                 _fmt(r["lr"], "lr"),
                 _fmt(r["images_per_s"], "rate"),
                 _eta(self._eta_s(int(r["epoch"]))),
@@ -204,9 +206,11 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, key, title in [(axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")]:
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], label="train")
-        ax.plot(epochs, [r[f"val_{key}"] for r in rows], label="val")
-        if rows and all(f"val_{key}_raw" in r for r in rows):  # track.raw_val: the weights under the EMA
-            ax.plot(epochs, [r[f"val_{key}_raw"] for r in rows], label="val, raw weights", linestyle=":")
+        scored = [r for r in rows if f"val_{key}" in r]  # train.val_every: val on some epochs only
+        ax.plot([r["epoch"] for r in scored], [r[f"val_{key}"] for r in scored], label="val")
+        if scored and all(f"val_{key}_raw" in r for r in scored):  # track.raw_val: the weights under the EMA
+            raw = [r[f"val_{key}_raw"] for r in scored]
+            ax.plot([r["epoch"] for r in scored], raw, label="val, raw weights", linestyle=":")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend()

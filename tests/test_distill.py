@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from edgekit.data import prepare_for
 from edgekit.models import build_model
 from edgekit.recipe import load
 from edgekit.runs import load_checkpoint, save_checkpoint
+from edgekit.train import summary as summary_module
 from edgekit.train.losses import KD_LOSSES
 from edgekit.train.run import build_state
 from edgekit.train.teacher import Teacher
@@ -238,6 +241,39 @@ def test_teachers_are_averaged_and_resume_rebuilds_them(tmp_path, teacher_run):
     result = runner.invoke(app, ["train", "--resume", str(run), "train.epochs=2"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def test_the_teachers_test_accuracy_is_scored_once_per_teacher_files(tmp_path, teacher_run, monkeypatch):
+    """Students of one teacher (seeds, trials) read its test accuracy from the cache; a teacher file
+    that changes is scored again."""
+    scored = []
+    honest = summary_module.evaluate
+
+    def counting(state, loader, model=None):
+        if model is state.objective.teacher:
+            scored.append(model)
+        return honest(state, loader, model)
+
+    monkeypatch.setattr(summary_module, "evaluate", counting)
+    teacher = shutil.copytree(teacher_run, tmp_path / "teacher")
+    accs = []
+    for seed in (0, 1, 2):
+        if seed == 2:  # the file changes (as a retrained teacher's would): here only its time stamp
+            os.utime(teacher / "best.pt", ns=(1, 1))
+        result = _train(
+            tmp_path,
+            "lenet_1k_kd.yaml",
+            f"distill.teacher={teacher}",
+            "train.epochs=1",
+            f"seed={seed}",
+            f"name=s{seed}",
+            "track.wandb=disabled",
+        )
+        assert result.exit_code == 0, result.output
+        summary = json.loads((tmp_path / "runs" / f"s{seed}" / "summary.json").read_text())
+        accs.append(summary["distill"]["teacher_test_acc"])
+    assert len(scored) == 2  # seed 0 scored it, seed 1 read it, seed 2's new file was scored again
+    assert accs[0] == accs[1] == accs[2] > 0.5
 
 
 def test_near_chance_teacher_stops_the_run(tmp_path, teacher_run):

@@ -77,7 +77,8 @@ def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, row
 def teacher_test_acc(state: State, test: DeviceLoader) -> float:
     """The teacher's test accuracy, scored once per teacher files, split and precision and then read from
     edgekit's cache: every student of one teacher (seeds, sweep trials, a ladder) asks the same question,
-    and for a 7-member ensemble on 10,000 images the answer took ~10% of a 100-second run."""
+    and for a 7-member ensemble on 10,000 images the answer was most of the ~9 s more a distilled Fashion
+    student spent outside its training loop than one trained alone (bench/frontier.md)."""
     key = {
         "kind": "teacher_test_acc",
         **identity([Path(f) for f in state.meta["distill"]["teachers"]], state.meta["data_fingerprint"]),

@@ -96,7 +96,7 @@ class TrainSection(Strict):
     # best.pt (the weights to deploy): the best epoch by `monitor`, or the last (fashion/base.yaml says why)
     select: Literal["best", "last"] = "best"
     early_stop: EarlyStop = Field(default_factory=EarlyStop)
-    # Score val every N epochs and at the last (docs/train.md): best epoch, early stopping and the plateau
+    # Score val every N epochs and at the last (docs/recipes.md): best epoch, early stopping and the plateau
     # schedule see only the epochs scored; a long run under `select: last` need not pay for val each epoch.
     val_every: int = Field(1, ge=1)
     ema: float | None = Field(None, gt=0, lt=1)

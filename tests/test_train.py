@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -329,16 +330,20 @@ def scored_epochs(run_dir: Path) -> list[int]:
 
 def test_val_every_scores_val_on_its_epochs_and_the_last_and_changes_no_weight(tmp_path):
     """Val is only observed under `select: last`: scoring it on fewer epochs trains the same weights."""
-    runs = {}
+    runs, log = {}, io.StringIO()
     for every in (1, 3):
         runs[every] = run.start(
             recipe(tmp_path, f"every{every}"),
             ["train.epochs=7", f"train.val_every={every}", "train.select=last"],
             tmp_path / "runs",
-            QUIET,
+            Console(file=log, width=200),
         )
     assert scored_epochs(runs[1]) == [1, 2, 3, 4, 5, 6, 7]
     assert scored_epochs(runs[3]) == [3, 6, 7]
+    # Without a terminal the log shows epochs 1-3, then only epochs that scored val.
+    shown = [line for line in log.getvalue().splitlines() if line.startswith("epoch ") and "/7" in line]
+    assert [line.split()[1] for line in shown[-5:]] == ["1/7", "2/7", "3/7", "6/7", "7/7"]
+    assert "val_acc —" in shown[-5] and all("val_acc —" not in line for line in shown[-3:])
     for name in ("best.pt", "last.pt"):
         a, b = weights(runs[1] / name), weights(runs[3] / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name

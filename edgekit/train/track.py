@@ -55,6 +55,7 @@ class Tracker:
         resume_epoch: int = 0,
     ):
         self.run_dir, self.total, self.console = run_dir, total_epochs, console
+        self.every = _every(total_epochs, recipe.get("train", {}).get("val_every", 1))
         self.csv_path = run_dir / "metrics.csv"
         self.rows = _read_rows(self.csv_path, upto=resume_epoch)
         _write_rows(self.csv_path, self.rows)  # drops rows a killed run wrote after its last checkpoint
@@ -64,9 +65,9 @@ class Tracker:
         self.interactive = console.is_terminal
         if self.interactive:
             self.live.start()
-        elif _every(total_epochs) > 1:  # say so, rather than let a reader think epochs went missing
+        elif self.every > 1:  # say so, rather than let a reader think epochs went missing
             console.print(
-                f"showing epochs 1-3, then every {_every(total_epochs)}th, and the last (all in metrics.csv)",
+                f"showing epochs 1-3, then every {self.every}th, and the last (all in metrics.csv)",
                 highlight=False,
             )
 
@@ -78,7 +79,7 @@ class Tracker:
             self.wandb.log({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         if self.interactive:
             self.live.update(self._table())
-        elif _should_print(int(row["epoch"]), self.total):
+        elif _should_print(int(row["epoch"]), self.total, self.every):
             self.console.print(self._line(row), highlight=False)
 
     def _eta_s(self, epoch: int) -> float:
@@ -137,13 +138,13 @@ class Silent:
         pass
 
 
-def _every(total: int) -> int:
-    # Without a terminal (CI, logs), print about 50 lines however long the run.
-    return max(1, total // 50)
+def _every(total: int, val_every: int = 1) -> int:
+    # Without a terminal (CI, logs), print about 50 lines however long the run, on epochs that score val.
+    return max(1, -(-(total // 50) // val_every)) * val_every
 
 
-def _should_print(epoch: int, total: int) -> bool:
-    return epoch == total or epoch <= 3 or epoch % _every(total) == 0
+def _should_print(epoch: int, total: int, every: int) -> bool:
+    return epoch == total or epoch <= 3 or epoch % every == 0
 
 
 def _read_rows(path: Path, upto: int) -> list[dict[str, float]]:

@@ -38,20 +38,11 @@ def cache_key(resolved: dict) -> str:
     """The hash of a resolved recipe (as dumped to JSON), without `track` and later fields at default."""
     resolved = {section: dict(v) if isinstance(v, dict) else v for section, v in resolved.items()}
     resolved.pop("track")
-    if _val_only_watched(resolved["train"]):  # then how often val is scored changes no weight
-        resolved["train"].pop("val_every", None)
     for (section, name), default in LATER_DEFAULTS.items():
         values = resolved.get(section) or {}  # distill is None for a run trained alone
         if values.get(name, default) == default:
             values.pop(name, None)
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _val_only_watched(train: dict) -> bool:
-    """Val picks nothing: the last epoch is kept, no plateau schedule and no early stop read it."""
-    plateau = (train.get("scheduler") or {}).get("name") == "plateau"
-    patience = (train.get("early_stop") or {}).get("patience")
-    return train.get("select") == "last" and not plateau and patience is None
 
 
 class Cache:

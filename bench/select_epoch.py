@@ -50,14 +50,7 @@ def train(rung: str, seed: int, work: Path, overrides: tuple[str, ...] = (), lab
             "train",
             str(ROOT / "recipes" / "fashion" / f"{rung}.yaml"),
         ]
-        overrides = [
-            *overrides,
-            f"seed={seed}",
-            f"name={name}",
-            "train.select=best",
-            "train.val_every=1",
-            "train.device=cpu",
-        ]
+        overrides = [*overrides, f"seed={seed}", f"name={name}", "train.select=best", "train.device=cpu"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with (work / f"{name}.log").open("w") as log:
             subprocess.run(

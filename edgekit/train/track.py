@@ -138,7 +138,7 @@ class Silent:
         pass
 
 
-def _every(total: int, val_every: int = 1) -> int:
+def _every(total: int, val_every: int) -> int:
     # Without a terminal (CI, logs), print about 50 lines however long the run, on epochs that score val.
     return max(1, -(-(total // 50) // val_every)) * val_every
 

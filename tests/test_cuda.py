@@ -138,6 +138,10 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def test_ort_cuda_bench_rows(bundle, tmp_path):
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
     results = bench([bundle], ["ort-cpu", "ort-cuda"], None, [1, 256], tmp_path / "out")
     rows = {(r["runtime"], r["variant"]): r for r in results["rows"]}
     cuda = rows[("ort-cuda", "fp32")]

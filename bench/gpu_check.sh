@@ -8,13 +8,16 @@
 #   GPU_WHEELS=DIR bash bench/gpu_check.sh    # a machine with no network: the GPU set from wheels in DIR
 #   GPU_WHEELS=none bash bench/gpu_check.sh   # keep the onnxruntime installed (ort-cuda/ort-trt if it has them)
 #   GPU_CHECK_DEVICE=cpu bash bench/gpu_check.sh  # smoke run of the script itself on a machine without a GPU
+#   GPU_CHECK_ONLY=inference bash bench/gpu_check.sh  # rerun the bundle and bench steps, keep bench/gpu_train.json
 set -uo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 export EDGEKIT_CACHE="$work/cache" WANDB_MODE=disabled
 device=${GPU_CHECK_DEVICE:-cuda}
+only=${GPU_CHECK_ONLY:-all}
 notes=()
-rm -f bench/gpu_train.json  # a figure from an earlier run must not pass for this one
+# a figure from an earlier run must not pass for this one, unless only inference is rerun
+[ "$only" = inference ] || rm -f bench/gpu_train.json
 step() { echo "== $* ($(date +%T))"; }
 
 step "install the GPU set"
@@ -39,15 +42,18 @@ trt_libs=$(python -c "import os, tensorrt_libs; print(os.path.dirname(tensorrt_l
 providers=$(python -c "import onnxruntime as o; print(' '.join(o.get_available_providers()))")
 echo "onnxruntime providers: $providers"
 
-step "pytest -m cuda"
-python -m pytest -q -m cuda -rs tests 2>&1 | tee "$work/pytest.txt" | tail -25
-cuda_tests=$(tail -1 "$work/pytest.txt")
+cuda_tests="not run (GPU_CHECK_ONLY=$only)"
+if [ "$only" != inference ]; then
+  step "pytest -m cuda"
+  python -m pytest -q -m cuda -rs tests 2>&1 | tee "$work/pytest.txt" | tail -25
+  cuda_tests=$(tail -1 "$work/pytest.txt")
 
-step "training img/s (eager, channels_last, compile; batch 256 and 1024; bare compiled step beside)"
-speed=(--device "$device")
-[ "$device" = cpu ] && speed+=(--quick)
-timeout 300 python bench/gpu_train_speed.py "${speed[@]}" --out bench/gpu_train.json \
-  || notes+=("gpu_train_speed.py failed or did not finish in 5 minutes")
+  step "training img/s (eager, channels_last, compile; batch 256 and 1024; bare compiled step beside)"
+  speed=(--device "$device")
+  [ "$device" = cpu ] && speed+=(--quick)
+  timeout 300 python bench/gpu_train_speed.py "${speed[@]}" --out bench/gpu_train.json \
+    || notes+=("gpu_train_speed.py failed or did not finish in 5 minutes")
+fi
 
 step "mobilenet_tiny: train, export, quantize (fp16, int8 for TensorRT)"
 small=()

@@ -240,7 +240,9 @@ def identity_model(shape: tuple[int, ...]) -> bytes:
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *shape])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", *shape])
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "floor", [x], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    # IR 8 pinned (opset 17's own): the onnx package's newest IR can be ahead of the installed onnxruntime
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model.SerializeToString()
 
 
 def _median_floor(measured: list[dict[str, Any]]) -> dict[str, Any]:

@@ -188,12 +188,15 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="smoke run: a narrow model, batch 32, no compile"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu_train.json")
+    parser.add_argument("--batches", default="256,1024", help="comma-separated batch sizes")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"a subset of {','.join(SETTINGS)}")
     args = parser.parse_args(argv)
+    settings = {k: SETTINGS[k] for k in args.settings.split(",")}
     if args.quick:
-        settings = {k: v for k, v in SETTINGS.items() if not v[1]}  # torch.compile on CPU takes minutes
+        settings = {k: v for k, v in settings.items() if not v[1]}  # torch.compile on CPU takes minutes
         result = measure(args.device, [32], 128, 1, settings, QUICK)
     else:
-        result = measure(args.device, [256, 1024], 65_536, 3, SETTINGS)
+        result = measure(args.device, [int(b) for b in args.batches.split(",")], 65_536, 3, settings)
     result["markdown"] = markdown(result)
     args.out.write_text(json.dumps(result, indent=1))
     print(result["markdown"])

@@ -8,16 +8,21 @@
 #   GPU_WHEELS=DIR bash bench/gpu_check.sh    # a machine with no network: the GPU set from wheels in DIR
 #   GPU_WHEELS=none bash bench/gpu_check.sh   # keep the onnxruntime installed (ort-cuda/ort-trt if it has them)
 #   GPU_CHECK_DEVICE=cpu bash bench/gpu_check.sh  # smoke run of the script itself on a machine without a GPU
-#   GPU_CHECK_ONLY=inference bash bench/gpu_check.sh  # rerun the bundle and bench steps, keep bench/gpu_train.json
+#   GPU_CHECK_ONLY=inference bash bench/gpu_check.sh  # rerun the bundle and bench steps, keep gpu_train.json
+#   GPU_CHECK_OUT=DIR bash bench/gpu_check.sh  # gpu.md and gpu_train.json into DIR instead of bench/
 set -uo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 export EDGEKIT_CACHE="$work/cache" WANDB_MODE=disabled
 device=${GPU_CHECK_DEVICE:-cuda}
 only=${GPU_CHECK_ONLY:-all}
+out=${GPU_CHECK_OUT:-bench}
+mkdir -p "$out"
+train_json="$out/gpu_train.json"
+report="$out/gpu.md"
 notes=()
 # a figure from an earlier run must not pass for this one, unless only inference is rerun
-[ "$only" = inference ] || rm -f bench/gpu_train.json
+[ "$only" = inference ] || rm -f "$train_json"
 step() { echo "== $* ($(date +%T))"; }
 
 step "install the GPU set"
@@ -51,7 +56,7 @@ if [ "$only" != inference ]; then
   step "training img/s (eager, channels_last, compile; batch 256 and 1024; bare compiled step beside)"
   speed=(--device "$device")
   [ "$device" = cpu ] && speed+=(--quick)
-  timeout 300 python bench/gpu_train_speed.py "${speed[@]}" --out bench/gpu_train.json \
+  timeout 300 python bench/gpu_train_speed.py "${speed[@]}" --out "$train_json" \
     || notes+=("gpu_train_speed.py failed or did not finish in 5 minutes")
 fi
 
@@ -78,14 +83,14 @@ step "edgekit bench on $runtimes, batch 1 and 256"
 (cd "$work" && edgekit bench export/mobilenet_tiny --runtime "$runtimes" --batch 1,256 --out "$work/bench") \
   || notes+=("edgekit bench failed (see its line above)")
 
-step "bench/gpu.md"
-[ -f bench/gpu_train.json ] || notes+=("no training figures")
-python bench/gpu_report.py --train bench/gpu_train.json --bench "$work/bench" --out bench/gpu.md
+step "$report"
+[ -f "$train_json" ] || notes+=("no training figures")
+python bench/gpu_report.py --train "$train_json" --bench "$work/bench" --out "$report"
 {
   echo
   echo "## Notes"
   echo
   echo "- \`pytest -m cuda\`: $cuda_tests"
   for n in "${notes[@]}"; do echo "- $n"; done
-} >> bench/gpu.md
-cat bench/gpu.md
+} >> "$report"
+cat "$report"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -423,6 +424,25 @@ def test_results_name_the_gpu_nvidia_smi_reports(monkeypatch):
     ]
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert machine._gpus() == []  # no NVIDIA driver: none reported, nothing fails
+
+
+@pytest.mark.skipif(shutil.which("edgekit") is None, reason="the edgekit command is not installed")
+def test_gpu_check_script_runs_end_to_end_in_its_cpu_smoke_mode(tmp_path):
+    """bench/gpu_check.sh itself, on CPU: its report has training and inference rows: nothing failed."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "GPU_CHECK_DEVICE": "cpu", "GPU_WHEELS": "none", "GPU_CHECK_OUT": str(tmp_path)}
+    committed = {p: p.read_bytes() for p in (repo / "bench").glob("gpu*.*")}
+    done = subprocess.run(
+        ["bash", str(repo / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    md = (tmp_path / "gpu.md").read_text()
+    assert "| edgekit | channels_last | 32 |" in md
+    for runtime in ("ort-cpu", "torch-cpu"):
+        assert f"| mobilenet_tiny | fp32 | {runtime} |" in md
+    assert "| mobilenet_tiny | int8-trt | ort-cpu |" in md  # `quantize --int8 --target trt` ran
+    assert "failed" not in md and "could not" not in md and "no training figures" not in md
+    assert {p: p.read_bytes() for p in (repo / "bench").glob("gpu*.*")} == committed  # kept
 
 
 def test_gpu_check_helpers_run_in_quick_cpu_mode_and_write_markdown(tmp_path):

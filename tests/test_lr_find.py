@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from edgekit.cli import app
 from edgekit.errors import EdgekitError
 from edgekit.recipe import load
 from edgekit.train import objectives
-from edgekit.train.lr_find import RangeParams, RangeTest, find_lr, range_test
+from edgekit.train.lr_find import RangeParams, find_lr, range_test
 
 runner = CliRunner()
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -32,20 +31,6 @@ def test_the_suggestion_lies_below_where_the_loss_diverges():
     assert 1e-4 < result.steepest() < result.diverged_at / 10
     assert result.min_loss_tenth() < result.diverged_at / 10
     assert min(result.smoothed) < result.smoothed[0]  # the loss did fall on the way
-
-
-def test_the_valley_rule_takes_the_middle_of_the_longest_fall():
-    """A loss flat up to lr 1e-4, falling (with a bump that breaks no run of falling points) to 1e-1 and
-    rising after: fastai's valley lies halfway along the fall on the log axis, ~3e-3."""
-    lrs = [10 ** (-6 + 6 * i / 199) for i in range(200)]
-    exponents = [math.log10(lr) for lr in lrs]
-    smoothed = [
-        2.0 if x < -4 else 2.0 - (x + 4) * 0.5 + (0.02 if i == 120 else 0) if x < -1 else 0.5 + (x + 1) ** 2
-        for i, x in enumerate(exponents)
-    ]
-    test = RangeTest(lrs=lrs, losses=smoothed, smoothed=smoothed)
-    assert 2.5e-3 < test.valley() < 4.5e-3
-    assert test.valley() < test.min_loss_tenth()  # the lowest loss is at 1e-1: min / 10 is 1e-2
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

@@ -9,7 +9,6 @@ up to a factor of 4.7 from seed to seed (bench/lr_find_spread.md).
 
 from __future__ import annotations
 
-import bisect
 import csv
 import math
 import statistics
@@ -62,25 +61,6 @@ class RangeTest:
         """The lr of the lowest smoothed loss, divided by 10 (the other common rule)."""
         return self.lrs[min(range(len(self.smoothed)), key=self.smoothed.__getitem__)] / 10
 
-    def valley(self) -> float:
-        """fastai's default rule since v2.5: the middle of the loss's longest valley, the longest run of
-        points (not necessarily adjacent) over which the smoothed loss keeps falling, halfway (in steps,
-        so on the log lr axis) from where it starts to where it ends."""
-        # Longest strictly decreasing subsequence by patience sorting: ends[k] is the index closing the
-        # best such run of length k + 1 (the one with the highest last loss), came_from links each index
-        # to the one before it in its run.
-        ends: list[int] = []
-        rises: list[float] = []  # -loss at each of `ends`: increasing, so it can be bisected
-        came_from: list[int | None] = []
-        for i, loss in enumerate(self.smoothed):
-            k = bisect.bisect_left(rises, -loss)
-            came_from.append(ends[k - 1] if k else None)
-            ends[k : k + 1], rises[k : k + 1] = [i], [-loss]
-        last = first = ends[-1]
-        while came_from[first] is not None:
-            first = came_from[first]
-        return self.lrs[(first + last) // 2]
-
 
 @dataclass
 class Finding:
@@ -94,9 +74,6 @@ class Finding:
 
     def min_loss_tenth(self) -> float:
         return _median(t.min_loss_tenth() for t in self.tests)
-
-    def valley(self) -> float:
-        return _median(t.valley() for t in self.tests)
 
 
 def _median(lrs) -> float:
@@ -162,7 +139,7 @@ def _forever(loader):
 
 
 def write(found: Finding, folder: Path) -> None:
-    """lr_find.csv (repeat, lr, loss, smoothed) and lr_find.png (log axis, every rule marked) in `folder`."""
+    """lr_find.csv (repeat, lr, loss, smoothed) and lr_find.png (log axis, both rules marked) in `folder`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,12 +158,7 @@ def write(found: Finding, folder: Path) -> None:
             lw=1,
             label=f"smoothed loss, seed +{i}" if len(found.tests) > 1 else "smoothed loss",
         )
-    rules = (
-        (found.steepest(), "-", "steepest"),
-        (found.min_loss_tenth(), ":", "min / 10"),
-        (found.valley(), "--", "valley"),
-    )
-    for lr, style, name in rules:
+    for lr, style, name in ((found.steepest(), "-", "steepest"), (found.min_loss_tenth(), ":", "min / 10")):
         ax.axvline(lr, ls=style, color="red", label=f"{name}: {lr:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
@@ -229,8 +201,7 @@ def find(recipe, params: RangeParams, out_root: Path, console) -> tuple[Path, Fi
     each = ", ".join(f"{t.steepest():.3g}" for t in found.tests)
     console.print(
         f"{recipe.name}: suggested lr {found.steepest():.3g} (steepest descent of the smoothed loss, the "
-        f"median of {len(found.tests)} tests: {each}); min loss / 10: {found.min_loss_tenth():.3g}; valley: "
-        f"{found.valley():.3g} → {folder}"
+        f"median of {len(found.tests)} tests: {each}); min loss / 10: {found.min_loss_tenth():.3g} → {folder}"
     )
     return folder, found
 
@@ -248,13 +219,12 @@ def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
     lr = ddp.from_main(float(f"{found.steepest():.3g}"))
     console.print(
         f"train.optimizer.lr: auto → {lr:g} (lr range test, median of {params.repeats}; min loss / 10 "
-        f"would give {found.min_loss_tenth():.3g}, valley {found.valley():.3g})"
+        f"would give {found.min_loss_tenth():.3g})"
     )
     record = {
         "lr": lr,
         "steepest": found.steepest(),
         "min_loss_tenth": found.min_loss_tenth(),
-        "valley": found.valley(),
         "steepest_per_test": [t.steepest() for t in found.tests],
         "range": [params.start, params.end],
         "steps": [len(t.lrs) for t in found.tests],

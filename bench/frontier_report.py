@@ -75,6 +75,18 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.2f}" if math.isfinite(x) else "n/a"
 
 
+def teacher_line(bench, members: list[dict], ensembles: list[float]) -> str:
+    changed = f" with `{' '.join(bench.teacher_overrides)}`" if bench.teacher_overrides else ""
+    params = f"{members[0]['params']:,} params"
+    if bench.members == 1:
+        return f"Teacher: one `{bench.teacher}` run{changed} (seed 0), {params}; its test {ms(ensembles)}."
+    return (
+        f"Teacher: an ensemble of {bench.members} `{bench.teacher}` runs{changed} "
+        f"(seeds 0–{bench.members - 1}, logits averaged), {params} each; members' test "
+        f"{ms(_test(members))}, the ensemble's test {ms(ensembles)}."
+    )
+
+
 def bench_section(result: dict) -> list[str]:
     bench, rows = result["bench"], [rung_stats(r) for r in result["rows"]]
     members = {m["run"]: m for row in result["rows"] for t in row["teacher"] for m in t["members"]}.values()
@@ -85,11 +97,7 @@ def bench_section(result: dict) -> list[str]:
         "",
         f"Seeds: {', '.join(map(str, bench.seeds))}"
         + (" (each its own split and teacher)." if bench.per_split else " (one split, one teacher)."),
-        f"Teacher: an ensemble of {bench.members} `{bench.teacher}` runs"
-        + (f" with `{' '.join(bench.teacher_overrides)}`" if bench.teacher_overrides else "")
-        + f" (seeds 0–{bench.members - 1}, "
-        f"logits averaged), {next(iter(members))['params']:,} params each; members' test "
-        f"{ms(_test(list(members)))}, the ensemble's test {ms(ensembles)}.",
+        teacher_line(bench, list(members), ensembles),
         "",
     ]
     where = "dev" if bench.dev else "val"  # what the choices read

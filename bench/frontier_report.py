@@ -210,10 +210,15 @@ def students(results: list[dict]) -> list[dict]:
     return list(runs.values())
 
 
-def whole_run(results: list[dict], started: float, waves: list) -> str:
+def whole_run(results: list[dict], started: float, waves: list | None) -> str:
     """The issue's "whole run ≤ ~90 min on 2 cores (teachers may be cached)", judged only when this call
-    trained every student: with `--jobs`, the wall time of the students' waves (the teachers' waves are
-    timed apart); in one process, the students' own training times one after another."""
+    ran the whole benchmark (`waves` None: it did not) and trained every student: with `--jobs`, the wall
+    time of the students' waves (the teachers' waves are timed apart); in one process, the students' own
+    training times one after another."""
+    if waves is None:
+        return (
+            f"Whole run ≤ {WHOLE_RUN_MIN} min on 2 cores: not judged (this call ran part of the benchmark)."
+        )
     runs = students(results)
     cached = sum(r.get("finished_at", 0) < started for r in runs)
     if cached:
@@ -236,7 +241,9 @@ def whole_run(results: list[dict], started: float, waves: list) -> str:
     )
 
 
-def markdown(command: str, cpu: str, minutes: float, results: list[dict], started: float, waves: list) -> str:
+def markdown(
+    command: str, cpu: str, minutes: float, results: list[dict], started: float, waves: list | None
+) -> str:
     head = [
         "# The small-data frontier",
         "",

@@ -63,7 +63,7 @@ fi
 step "mobilenet_tiny: train, export, quantize (fp16, int8 for TensorRT)"
 small=()
 [ "$device" = cpu ] && small=(model.channels=[8,8,8,8] model.last_channels=16)
-edgekit train recipes/mobilenet_tiny.yaml train.epochs=10 "train.device=$device" track.wandb=disabled "${small[@]}" \
+edgekit train recipes/mobilenet_tiny.yaml train.epochs=10 "train.device=$device" "${small[@]}" \
   --runs-dir "$work/runs" \
   && edgekit export "$work/runs/mobilenet_tiny" --out "$work/export" \
   && edgekit quantize "$work/export/mobilenet_tiny" --fp16 \

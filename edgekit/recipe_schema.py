@@ -4,7 +4,7 @@ choice sections pick from (recipe.py reads, overrides and validates files agains
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,9 +107,13 @@ class TrainSection(Strict):
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 
+WandbMode = Literal["disabled", "offline", "online"]
+
+
 class TrackSection(Strict):
-    # None: offline when no WANDB_API_KEY is set (never needs the network), online when one is.
-    wandb: Literal["disabled", "offline", "online"] | None = None
+    # None: WANDB_MODE when it names a mode, else offline when no WANDB_API_KEY is set (never needs the
+    # network), online when one is.
+    wandb: WandbMode | None = None
     project: str = "edgekit"
     entity: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -127,7 +131,12 @@ class Recipe(Strict):
     track: TrackSection = Field(default_factory=TrackSection)
 
     def wandb_mode(self) -> str:
-        return self.track.wandb or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        """The recipe's `track.wandb`; left unset, wandb's own WANDB_MODE switch when it names one of the
+        three modes (WANDB_MODE=disabled on a machine without wandb trains without importing it), else
+        online with a WANDB_API_KEY and offline without."""
+        env = os.environ.get("WANDB_MODE")
+        chosen = env if env in get_args(WandbMode) else None
+        return self.track.wandb or chosen or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
     def options(self, *section: str) -> dict[str, Any]:
         """The chosen registry entry's validated options (a choice section's keys that are its own)."""

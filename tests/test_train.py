@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -391,6 +392,21 @@ def test_mixup_cutmix_and_label_smoothing_train(tmp_path):
         QUIET,
     )
     assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 2
+
+
+def test_wandb_mode_comes_from_wandb_mode_when_the_recipe_leaves_it_unset(tmp_path, monkeypatch):
+    """WANDB_MODE=disabled, wandb's own switch, trains without importing wandb (a machine without it)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # any `import wandb` now fails
+    unset = recipe(tmp_path, track={"wandb": None})
+    run_dir = run.start(unset, ["train.epochs=1"], tmp_path / "runs", QUIET)
+    assert (run_dir / "summary.json").is_file() and not (run_dir / "wandb").exists()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert load(unset).wandb_mode() == "online"
+    assert load(recipe(tmp_path, "set", track={"wandb": "offline"})).wandb_mode() == "offline"  # recipe wins
+    monkeypatch.setenv("WANDB_MODE", "dryrun")  # not one of the three: the usual default
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert load(unset).wandb_mode() == "offline"
 
 
 def test_wandb_offline_writes_locally(tmp_path, monkeypatch):

@@ -137,11 +137,15 @@ def bundle(tmp_path_factory) -> Path:
     return path
 
 
-def test_ort_cuda_bench_rows(bundle, tmp_path):
+def needs_provider(provider: str) -> None:
     import onnxruntime as ort
 
-    if CUDA not in ort.get_available_providers():
-        pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    if provider not in ort.get_available_providers():
+        pytest.skip(f"onnxruntime has no {provider} (install onnxruntime-gpu)")
+
+
+def test_ort_cuda_bench_rows(bundle, tmp_path):
+    needs_provider(CUDA)
     results = bench([bundle], ["ort-cpu", "ort-cuda"], None, [1, 256], tmp_path / "out")
     rows = {(r["runtime"], r["variant"]): r for r in results["rows"]}
     cuda = rows[("ort-cuda", "fp32")]
@@ -150,10 +154,7 @@ def test_ort_cuda_bench_rows(bundle, tmp_path):
 
 
 def tensorrt_ready() -> None:
-    import onnxruntime as ort
-
-    if TRT not in ort.get_available_providers():
-        pytest.skip("onnxruntime has no TensorrtExecutionProvider (install onnxruntime-gpu)")
+    needs_provider(TRT)
     pytest.importorskip("tensorrt", reason="the tensorrt wheels are not installed")
 
 

@@ -5,8 +5,9 @@
     python bench/tune.py --bench fashion fashion/r2k fashion/r20k --parallel 1  # → bench/tune_fashion.md
     python bench/tune.py --bench fashion fashion/r2k --seeds 3   # every lr at seeds 0-2, ranked by mean val
 
-For each recipe: the range test's two rules (the suggestion, steepest descent, and min loss / 10 printed
-beside it), then the recipe trained at each rule's lr and at each of 12 grid lrs (1e-3 … 1, log-spaced)
+For each recipe: the range test's rules (the suggestion, steepest descent, and beside it the midpoint
+between steepest and the lowest loss, and min loss / 10), then the recipe trained at each rule's lr (a
+sweep of its own, `<recipe>-rules`) and at each of 12 grid lrs (1e-3 … 1, log-spaced)
 with everything else as shipped (seed 0; `--seeds N`: seeds 0..N-1, ranked by their mean val). Each
 rule is ranked by val accuracy against the 12 grid lrs (test shown, not used): 1 + the grid lrs strictly
 better, so ties share a rank. Goal: the suggestion
@@ -57,7 +58,6 @@ def rank_for(
     training seeds; `fixed`: key → value set on every trial and on the range tests (run as a user's
     `lr: auto` runs them: three, from the recipe's own seed, each rule's median)."""
     import edgekit.train  # noqa: F401  (binds the registries the recipe is validated against)
-    from edgekit.orchestrate import sweep_run
     from edgekit.orchestrate.sweep import Trial
     from edgekit.recipe import load
     from edgekit.train.lr_find import RangeParams, find_lr
@@ -66,26 +66,15 @@ def rank_for(
     fixed = {**fixed, "train.device": "cpu"}
     overrides = Trial("range-test", fixed).overrides()  # as the sweep will pass them to each trial
     found = find_lr(load(base, overrides), RangeParams())
-    rules = {  # rounded as lr: auto rounds its pick
-        name: float(f"{lr:.3g}")
-        for name, lr in (("steepest", found.steepest()), ("min loss / 10", found.min_loss_tenth()))
-    }
-    sweep = {
-        "recipe": str(base),
-        "name": recipe.replace("/", "-"),
-        "method": "grid",
-        "metric": {"name": "val_acc", "goal": "maximize"},
-        "parameters": {
-            "train.optimizer.lr": {"values": sorted({*GRID, *rules.values()})},
-            **({"seed": {"values": list(range(seeds))}} if seeds > 1 else {}),
-            **{k: {"value": v} for k, v in fixed.items()},
-        },
-    }
-    path = work / f"{recipe.replace('/', '-')}.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    rows = sweep_run.run(path, work / "runs", Console(quiet=True), parallel=parallel)
-    for r in rows:  # Fashion's 5,000-image dev set (bench/frontier_dev.py) beside the 270 val images
-        r["dev_acc"] = dev_accuracy(work / "runs" / sweep["name"] / r["trial"]) if dev else math.nan
+    rules = {name: float(f"{lr:.3g}") for name, lr in found.rules().items()}  # rounded as lr: auto rounds
+    name = recipe.replace("/", "-")
+    # The grid and the rules' lrs are two sweeps, so that a rule added or moved trains only its own lr.
+    rows = [
+        row
+        for sweep_name, lrs in ((name, GRID), (f"{name}-rules", sorted(set(rules.values()) - set(GRID))))
+        if lrs
+        for row in _trained(base, sweep_name, lrs, fixed, seeds, parallel, work, dev)
+    ]
     by_lr = {  # lr → the mean over seeds of each metric
         lr: {m: float(np.mean([r[m] for r in rows if r["train.optimizer.lr"] == lr])) for m in METRICS}
         for lr in {r["train.optimizer.lr"] for r in rows}
@@ -112,6 +101,32 @@ def rank_for(
     )
     console.print(*lines, sep="\n")
     return lines, curve
+
+
+def _trained(
+    base: Path, name: str, lrs: list[float], fixed: dict, seeds: int, parallel: int, work: Path, dev: bool
+) -> list[dict]:
+    """One row per trial of a grid sweep over `lrs` (× seeds) with `fixed` on every trial, trained
+    `parallel` at a time in `work`/runs/`name`; on Fashion each row gains the trial's dev accuracy."""
+    from edgekit.orchestrate import sweep_run
+
+    sweep = {
+        "recipe": str(base),
+        "name": name,
+        "method": "grid",
+        "metric": {"name": "val_acc", "goal": "maximize"},
+        "parameters": {
+            "train.optimizer.lr": {"values": lrs},
+            **({"seed": {"values": list(range(seeds))}} if seeds > 1 else {}),
+            **{k: {"value": v} for k, v in fixed.items()},
+        },
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    rows = sweep_run.run(path, work / "runs", Console(quiet=True), parallel=parallel)
+    for r in rows:  # Fashion's 5,000-image dev set (bench/frontier_dev.py) beside the 270 val images
+        r["dev_acc"] = dev_accuracy(work / "runs" / name / r["trial"]) if dev else math.nan
+    return rows
 
 
 def main() -> None:
@@ -159,7 +174,8 @@ def main() -> None:
         )
         + ". The range test runs 3 times, at the recipe's seed and the next two; each rule takes the median.",
         "",
-        "The suggestion is `steepest`; `min loss / 10` is the rule lr-find prints beside it.",
+        "The suggestion is `steepest`; `midpoint` (the geometric mean of the steepest point's lr and the "
+        "lowest loss's) and `min loss / 10` are the rules lr-find prints beside it.",
         "",
         "| recipe | rule | its lr | its rank by val | by dev | its val | its test | best grid lr | its val "
         "| in the best third (val) |",

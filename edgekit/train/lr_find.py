@@ -61,6 +61,11 @@ class RangeTest:
         """The lr of the lowest smoothed loss, divided by 10 (the other common rule)."""
         return self.lrs[min(range(len(self.smoothed)), key=self.smoothed.__getitem__)] / 10
 
+    def midpoint(self) -> float:
+        """Halfway on the log axis from where the loss falls fastest to where it stops falling (its
+        lowest point): the geometric mean of the steepest point's lr and the lowest loss's."""
+        return math.sqrt(self.steepest() * self.min_loss_tenth() * 10)
+
 
 @dataclass
 class Finding:
@@ -74,6 +79,17 @@ class Finding:
 
     def min_loss_tenth(self) -> float:
         return _median(t.min_loss_tenth() for t in self.tests)
+
+    def midpoint(self) -> float:
+        return _median(t.midpoint() for t in self.tests)
+
+    def rules(self) -> dict[str, float]:
+        """Each rule's lr by its name, the suggestion first."""
+        return {
+            "steepest": self.steepest(),
+            "midpoint": self.midpoint(),
+            "min loss / 10": self.min_loss_tenth(),
+        }
 
 
 def _median(lrs) -> float:
@@ -139,7 +155,7 @@ def _forever(loader):
 
 
 def write(found: Finding, folder: Path) -> None:
-    """lr_find.csv (repeat, lr, loss, smoothed) and lr_find.png (log axis, both rules marked) in `folder`."""
+    """lr_find.csv (repeat, lr, loss, smoothed) and lr_find.png (log axis, each rule marked) in `folder`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +174,7 @@ def write(found: Finding, folder: Path) -> None:
             lw=1,
             label=f"smoothed loss, seed +{i}" if len(found.tests) > 1 else "smoothed loss",
         )
-    for lr, style, name in ((found.steepest(), "-", "steepest"), (found.min_loss_tenth(), ":", "min / 10")):
+    for (name, lr), style in zip(found.rules().items(), ("-", "--", ":"), strict=True):
         ax.axvline(lr, ls=style, color="red", label=f"{name}: {lr:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")

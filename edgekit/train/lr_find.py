@@ -217,7 +217,8 @@ def find(recipe, params: RangeParams, out_root: Path, console) -> tuple[Path, Fi
     each = ", ".join(f"{t.steepest():.3g}" for t in found.tests)
     console.print(
         f"{recipe.name}: suggested lr {found.steepest():.3g} (steepest descent of the smoothed loss, the "
-        f"median of {len(found.tests)} tests: {each}); min loss / 10: {found.min_loss_tenth():.3g} → {folder}"
+        f"median of {len(found.tests)} tests: {each}); midpoint: {found.midpoint():.3g}, min loss / 10: "
+        f"{found.min_loss_tenth():.3g} → {folder}"
     )
     return folder, found
 
@@ -234,12 +235,13 @@ def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
     found = find_lr(recipe, params)
     lr = ddp.from_main(float(f"{found.steepest():.3g}"))
     console.print(
-        f"train.optimizer.lr: auto → {lr:g} (lr range test, median of {params.repeats}; min loss / 10 "
-        f"would give {found.min_loss_tenth():.3g})"
+        f"train.optimizer.lr: auto → {lr:g} (lr range test, median of {params.repeats}; midpoint would "
+        f"give {found.midpoint():.3g}, min loss / 10 {found.min_loss_tenth():.3g})"
     )
     record = {
         "lr": lr,
         "steepest": found.steepest(),
+        "midpoint": found.midpoint(),
         "min_loss_tenth": found.min_loss_tenth(),
         "steepest_per_test": [t.steepest() for t in found.tests],
         "range": [params.start, params.end],

@@ -5,13 +5,13 @@
     python bench/tune.py --bench fashion fashion/r2k fashion/r20k --parallel 1  # → bench/tune_fashion.md
     python bench/tune.py --bench fashion fashion/r2k --seeds 3   # every lr at seeds 0-2, ranked by mean val
 
-For each recipe: the range test's rules (the suggestion, steepest descent, and beside it the midpoint
-between steepest and the lowest loss, and min loss / 10), then the recipe trained at each rule's lr (a
-sweep of its own, `<recipe>-rules`) and at each of 12 grid lrs (1e-3 … 1, log-spaced)
-with everything else as shipped (seed 0; `--seeds N`: seeds 0..N-1, ranked by their mean val). Each
-rule is ranked by val accuracy against the 12 grid lrs (test shown, not used): 1 + the grid lrs strictly
-better, so ties share a rank. Goal: the suggestion
-within the best third of the grid (rank ≤ 4 of 13).
+For each recipe: the range test's rules (`Finding.rules()`: the suggestion, steepest descent, and min
+loss / 10 printed beside it), then the recipe trained at each rule's lr (a sweep of its own,
+`<recipe>-rules`, so a rule added or moved trains only its own lr) and at each of 12 grid lrs (1e-3 … 1,
+log-spaced) with everything else as shipped (seed 0; `--seeds N`: seeds 0..N-1, ranked by their mean
+val). Each rule is ranked by val accuracy against the 12 grid lrs (test shown, not used): 1 + the grid
+lrs strictly better, so ties share a rank. Goal: the suggestion within the best third of the grid (rank
+≤ 4 of 13).
 On **fashion** (Fashion-MNIST-1800, 270 val images) too-low lrs clearly lose, though from ~0.02 to 1 the
 val of one seed per lr is flat within noise; on digits most lrs score 99–100% val and tie. `--epochs`
 shortens every trial alike (the range test does not see epochs).
@@ -174,8 +174,7 @@ def main() -> None:
         )
         + ". The range test runs 3 times, at the recipe's seed and the next two; each rule takes the median.",
         "",
-        "The suggestion is `steepest`; `midpoint` (the geometric mean of the steepest point's lr and the "
-        "lowest loss's) and `min loss / 10` are the rules lr-find prints beside it.",
+        "The suggestion is `steepest`; `min loss / 10` is the rule lr-find prints beside it.",
         "",
         "| recipe | rule | its lr | its rank by val | by dev | its val | its test | best grid lr | its val "
         "| in the best third (val) |",

@@ -96,19 +96,18 @@ def test_the_suggestion_is_the_median_of_tests_at_successive_seeds():
     assert found.min_loss_tenth() == pytest.approx(sorted(t.min_loss_tenth() for t in found.tests)[1])
 
 
-def test_midpoint_is_halfway_on_the_log_axis_from_steepest_to_the_lowest_loss():
-    """A made-up curve: a drop centred on lr 1e-2 (a sigmoid in log lr), a slow fall on to its lowest
-    point at lr 1, then a climb."""
+def test_each_rule_on_a_made_up_curve():
+    """A drop centred on lr 1e-2 (a sigmoid in log lr), a slow fall on to the lowest point at lr 1, then a
+    climb: steepest is the drop's centre, min loss / 10 a tenth of 1; the median of equal tests is theirs."""
     logs = [k / 10 for k in range(-40, 11)]  # log10 lr from -4 to 1, ten points a decade
     lrs = [10**x for x in logs]
     smoothed = [1 / (1 + math.exp(5 * (x + 2))) - 0.05 * x + (x if x > 0 else 0) for x in logs]
     test = RangeTest(lrs=lrs, losses=smoothed, smoothed=smoothed)
     assert test.steepest() == pytest.approx(1e-2)
     assert test.min_loss_tenth() == pytest.approx(1 / 10)
-    assert test.midpoint() == pytest.approx(0.1)  # √(1e-2 × 1)
-    found = Finding([test, test, test])
-    assert list(found.rules()) == ["steepest", "midpoint", "min loss / 10"]  # the suggestion first
-    assert found.rules()["midpoint"] == pytest.approx(0.1)
+    rules = Finding([test, test, test]).rules()
+    assert list(rules) == ["steepest", "min loss / 10"]  # the suggestion first
+    assert rules["steepest"] == pytest.approx(1e-2) and rules["min loss / 10"] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(

@@ -61,11 +61,6 @@ class RangeTest:
         """The lr of the lowest smoothed loss, divided by 10 (the other common rule)."""
         return self.lrs[min(range(len(self.smoothed)), key=self.smoothed.__getitem__)] / 10
 
-    def midpoint(self) -> float:
-        """Halfway on the log axis from where the loss falls fastest to where it stops falling (its
-        lowest point): the geometric mean of the steepest point's lr and the lowest loss's."""
-        return math.sqrt(self.steepest() * self.min_loss_tenth() * 10)
-
 
 @dataclass
 class Finding:
@@ -80,16 +75,9 @@ class Finding:
     def min_loss_tenth(self) -> float:
         return _median(t.min_loss_tenth() for t in self.tests)
 
-    def midpoint(self) -> float:
-        return _median(t.midpoint() for t in self.tests)
-
     def rules(self) -> dict[str, float]:
         """Each rule's lr by its name, the suggestion first."""
-        return {
-            "steepest": self.steepest(),
-            "midpoint": self.midpoint(),
-            "min loss / 10": self.min_loss_tenth(),
-        }
+        return {"steepest": self.steepest(), "min loss / 10": self.min_loss_tenth()}
 
 
 def _median(lrs) -> float:
@@ -174,7 +162,7 @@ def write(found: Finding, folder: Path) -> None:
             lw=1,
             label=f"smoothed loss, seed +{i}" if len(found.tests) > 1 else "smoothed loss",
         )
-    for (name, lr), style in zip(found.rules().items(), ("-", "--", ":"), strict=True):
+    for (name, lr), style in zip(found.rules().items(), ("-", ":"), strict=True):
         ax.axvline(lr, ls=style, color="red", label=f"{name}: {lr:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
@@ -217,8 +205,7 @@ def find(recipe, params: RangeParams, out_root: Path, console) -> tuple[Path, Fi
     each = ", ".join(f"{t.steepest():.3g}" for t in found.tests)
     console.print(
         f"{recipe.name}: suggested lr {found.steepest():.3g} (steepest descent of the smoothed loss, the "
-        f"median of {len(found.tests)} tests: {each}); midpoint: {found.midpoint():.3g}, min loss / 10: "
-        f"{found.min_loss_tenth():.3g} → {folder}"
+        f"median of {len(found.tests)} tests: {each}); min loss / 10: {found.min_loss_tenth():.3g} → {folder}"
     )
     return folder, found
 
@@ -235,13 +222,12 @@ def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
     found = find_lr(recipe, params)
     lr = ddp.from_main(float(f"{found.steepest():.3g}"))
     console.print(
-        f"train.optimizer.lr: auto → {lr:g} (lr range test, median of {params.repeats}; midpoint would "
-        f"give {found.midpoint():.3g}, min loss / 10 {found.min_loss_tenth():.3g})"
+        f"train.optimizer.lr: auto → {lr:g} (lr range test, median of {params.repeats}; min loss / 10 "
+        f"would give {found.min_loss_tenth():.3g})"
     )
     record = {
         "lr": lr,
         "steepest": found.steepest(),
-        "midpoint": found.midpoint(),
         "min_loss_tenth": found.min_loss_tenth(),
         "steepest_per_test": [t.steepest() for t in found.tests],
         "range": [params.start, params.end],

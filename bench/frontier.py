@@ -6,6 +6,7 @@
     python bench/frontier.py --jobs 2        # two training processes of one thread each (2 cores)
     python bench/frontier.py --set train.ema=0.999   # a change to every student, alone and distilled
     python bench/frontier.py --teacher-set train.ema=0.999   # a change to every teacher member
+    python bench/frontier.py --teacher mobilenet_tiny --teacher-set data.dataset=fashion_mnist  # members
 
 Benchmarks: **fashion** is Fashion-MNIST cut to 180 training images per class (1,530 train, 270 val) and
 scored on the official 10,000 test images, over 5 training seeds on one split; **digits** is
@@ -234,6 +235,17 @@ def arguments() -> argparse.Namespace:
         help="a recipe override for every student, alone and distilled (repeatable): train.ema=0.999",
     )
     parser.add_argument(
+        "--teacher",
+        metavar="RECIPE",
+        help="the teacher members' recipe under recipes/, for every benchmark (default: fashion/teacher)",
+    )
+    parser.add_argument(
+        "--teacher-members",
+        type=int,
+        metavar="N",
+        help="the teacher ensemble's size (default: each benchmark's)",
+    )
+    parser.add_argument(
         "--teacher-set",
         action="append",
         default=[],
@@ -270,6 +282,8 @@ def main() -> None:
         bench = BENCHES[name]
         if args.seeds or args.quick:
             bench.seeds = [int(s) for s in (args.seeds or "0").split(",")]
+        bench.teacher = args.teacher or bench.teacher
+        bench.members = args.teacher_members or bench.members
         bench.teacher_overrides = list(args.teacher_set)
         benches.append(bench)
 

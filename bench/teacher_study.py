@@ -29,9 +29,11 @@ from common import ROOT, row, write_markdown
 from frontier_dev import bench_split, dev_set
 from frontier_runs import COMMON, Cache, train_in_waves
 from rich.console import Console
+from tune import BENCHES as TUNE_BENCHES  # the overrides that put a digits recipe on Fashion
 
 from edgekit.data.loader import DeviceLoader
 from edgekit.models import from_checkpoint
+from edgekit.orchestrate.sweep import yaml_scalar
 from edgekit.runs import Run, load_checkpoint
 
 # Each candidate as its recipe and overrides (most of them of recipes/fashion/teacher.yaml), listed most
@@ -44,9 +46,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "mobilenet": (
         "mobilenet_tiny",
         [
-            "data.dataset=fashion_mnist",
-            "data.train_per_class=180",
-            "data.augment={crop_padding: 2, hflip: true}",
+            *(f"{k}={yaml_scalar(v)}" for k, v in TUNE_BENCHES["fashion"][1].items()),
             "train.optimizer.lr=0.285",
         ],
     ),

@@ -149,7 +149,7 @@ def main() -> None:
             "teacher speed-up": "r",
             "per round": "r",
             "distillation step speed-up": "r",
-            "max |Δ logit|": "r",
+            "max \\|Δ logit\\|": "r",  # escaped: a bare | would end the cell
         },
         rows,
         console,

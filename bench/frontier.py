@@ -74,6 +74,22 @@ DIGITS = [
 ]
 
 
+def _unpooled(model: dict, first: int) -> str:
+    """A LeNet's first `first` stages skip their max-pool."""
+    flags = ", ".join("false" if i < first else "true" for i in range(len(model["channels"])))
+    return f"model.downsample=[{flags}]"
+
+
+def _unstrided(model: dict, first: int) -> str:
+    """A MobileNet's first `first` stages keep stride 1 (its stages downsample by stride, not a pool)."""
+    strides = ", ".join(str(1 if i < first else s) for i, s in enumerate(model["strides"]))
+    return f"model.strides=[{strides}]"
+
+
+# How each family in the ladder keeps the resolution of its first stages (Bench.keep_resolution).
+KEEP_RESOLUTION = {"lenet": _unpooled, "mobilenet_tiny": _unstrided}
+
+
 @dataclass
 class Bench:
     name: str
@@ -98,9 +114,8 @@ class Bench:
         """The benchmark's own overrides for `recipe`'s model (its stage count sets the flags' length)."""
         if not self.keep_resolution:
             return []
-        stages = len(load(ROOT / "recipes" / f"{recipe}.yaml").options("model")["channels"])
-        flags = ", ".join("false" if i < self.keep_resolution else "true" for i in range(stages))
-        return [f"model.downsample=[{flags}]"]
+        resolved = load(ROOT / "recipes" / f"{recipe}.yaml")
+        return [KEEP_RESOLUTION[resolved.model.arch](resolved.options("model"), self.keep_resolution)]
 
 
 BENCHES = {

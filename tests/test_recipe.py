@@ -32,7 +32,7 @@ def test_every_shipped_recipe_loads(path):
     if path.parent.name == "fashion":  # the small-data benchmark: 180 images per class, mirror flips
         assert recipe.data.dataset == "fashion_mnist" and recipe.data.train_per_class == 180
         assert recipe.data.augment["hflip"]
-        rung = re.fullmatch(r"r(\d+)k", path.stem)
+        rung = re.fullmatch(r"r(\d+)k(_kd)?", path.stem)  # a rung or its distilled twin
         if rung:  # a ladder rung keeps under its bound at Fashion's 28×28, whatever its family
             model = build_model(recipe.model.arch, recipe.options("model"), 1, 10, 28)
             assert count_params(model) <= int(rung[1]) * 1000

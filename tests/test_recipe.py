@@ -15,6 +15,7 @@ from edgekit.models import build_model, count_params
 from edgekit.recipe import load
 
 ROOT_RECIPES = Path(__file__).parent.parent / "recipes"
+RUNG = r"r(\d+)k"  # a small-data ladder rung's file stem: its parameter bound in thousands
 # Every training recipe, the small-data ladder in recipes/fashion/ included: what `edgekit models` lists
 # (sweeps, pipelines and the `_*.yaml` fragments that recipes extend aside).
 RECIPES = recipe_files(ROOT_RECIPES)
@@ -32,7 +33,7 @@ def test_every_shipped_recipe_loads(path):
     if path.parent.name == "fashion":  # the small-data benchmark: 180 images per class, mirror flips
         assert recipe.data.dataset == "fashion_mnist" and recipe.data.train_per_class == 180
         assert recipe.data.augment["hflip"]
-        rung = re.fullmatch(r"r(\d+)k(_kd)?", path.stem)  # a rung or its distilled twin
+        rung = re.fullmatch(rf"{RUNG}(_kd)?", path.stem)  # a rung or its distilled twin
         if rung:  # a ladder rung keeps under its bound at Fashion's 28×28, whatever its family
             model = build_model(recipe.model.arch, recipe.options("model"), 1, 10, 28)
             assert count_params(model) <= int(rung[1]) * 1000
@@ -82,7 +83,8 @@ def test_extends_that_is_not_files_is_an_error(tmp_path, extends):
 
 
 def test_fashion_kd_recipes_share_one_teacher_block():
-    rungs = sorted(p.stem for p in (ROOT_RECIPES / "fashion").glob("r*k.yaml"))
+    rungs = sorted(p.stem for p in (ROOT_RECIPES / "fashion").glob("*.yaml") if re.fullmatch(RUNG, p.stem))
+    assert sorted(rungs) == sorted(f"r{k}k" for k in (1, 2, 5, 10, 20))  # the glob found the ladder
     kd = [load(ROOT_RECIPES / "fashion" / f"{r}_kd.yaml") for r in rungs]  # every rung has one
     assert all(r.distill == kd[0].distill and len(r.distill.teachers()) == 7 for r in kd)
     # each keeps its own rung's model

@@ -227,7 +227,8 @@ def tell(sweep: Sweep, s, asked, folder: Path) -> None:
     s.tell(asked, value) if value is not None else s.tell(asked, state=optuna.trial.TrialState.FAIL)
 
 
-def _plan(sweep: Sweep, total: int, listed: int, parallel: int, sweep_dir: Path) -> str:
+def _opening_line(sweep: Sweep, total: int, listed: int, parallel: int, sweep_dir: Path) -> str:
+    """What a bayes sweep prints as it starts: its size, sampler, pruner and where it writes."""
     stop = ", hyperband" if sweep.file.early_terminate else ""
     return (
         f"sweep [bold]{sweep.name}[/]: {total} trials (bayes: TPE, seed {sweep.file.sampler_seed}{stop}), "
@@ -249,7 +250,7 @@ def search(sweep: Sweep, runs_dir: Path, console, parallel: int, count, storage=
     claim(sweep_dir, sweep, [])
     listed = json.loads((sweep_dir / INDEX_FILE).read_text())["trials"]
     env, failed = _env(parallel), []
-    console.print(_plan(sweep, total, len(listed), parallel, sweep_dir))
+    console.print(_opening_line(sweep, total, len(listed), parallel, sweep_dir))
     # Listed but unfinished trials (a killed sweep) run first, unwatched; then new ones, batch by batch.
     unfinished = [Trial(n, p) for n, p in listed.items() if trial_state(sweep_dir / n) != "done"]
     # Hyperband trials log their raw weights' val beside an EMA's (a no-op without one): `curve` follows it.

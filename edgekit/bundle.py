@@ -222,8 +222,9 @@ def load_val(path: Path) -> tuple[np.ndarray, np.ndarray]:
     meta, _ = read_bundle(path, check_model=False)
     if meta.val is None:
         raise EdgekitError(
-            f"{path}: bundle has no val set (no {VAL_FILE}: exported before edgekit stored one), so choices "
-            "would have to look at the test split; re-export it with `edgekit export --onnx RUN --force`"
+            f"{path}: bundle has no val set (no {VAL_FILE}: its run had none, data.val_fraction: 0, or it "
+            "was exported before edgekit stored one), so choices would have to look at the test split; "
+            "re-export a run that has a val split with `edgekit export --onnx RUN --force`"
         )
     return _labelled(path, meta, meta.val, "val")
 

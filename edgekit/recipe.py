@@ -28,7 +28,26 @@ def validate(raw: dict[str, Any], source: str) -> Recipe:
     except ValidationError as e:
         raise EdgekitError(describe(e, Recipe, (), source)) from None
     _validate_choices(recipe, source)
+    _check_without_val(recipe, source)
     return recipe
+
+
+def _check_without_val(recipe: Recipe, source: str) -> None:
+    """With `data.val_fraction: 0` nothing scores an epoch, so nothing may wait on val's verdict."""
+    if recipe.data.val_fraction > 0:
+        return
+    t = recipe.train
+    needs_val = {
+        "train.select = best": t.select == "best",
+        f"train.early_stop.patience = {t.early_stop.patience}": t.early_stop.patience is not None,
+        "train.scheduler.name = plateau": t.scheduler.name == "plateau",
+    }
+    for setting, wrong in needs_val.items():
+        if wrong:
+            raise EdgekitError(
+                f"{source}: data.val_fraction = 0 leaves no val split, but {setting} needs one: "
+                "use train.select: last, no early stopping and a schedule that does not watch val"
+            )
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> None:

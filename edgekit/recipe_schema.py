@@ -45,7 +45,9 @@ class Choice(BaseModel):
 class DataSection(Choice):
     dataset: str = "digits"
     image_size: int | None = Field(None, ge=4, le=1024)
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # 0: no val split; every image trains (recipe.py: needs train.select: last, no early stopping or
+    # plateau schedule), for a final model once the choices were made elsewhere (docs/recipes.md).
+    val_fraction: float = Field(0.15, ge=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     split_seed: int = 0
     # At most N training images per class (seeded by split_seed, stratified), taken before val is carved:

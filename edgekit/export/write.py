@@ -72,12 +72,20 @@ def export_run(
     proto = to.to_onnx(model, chw, opset, fixed)
     batchnorms = to.op_count(proto, "BatchNormalization")
     sess = parity.session(proto.SerializeToString())
-    match = parity.check_parity(model, sess, val_x)
+    # Parity needs images, not held-out ones: a run without a val split is compared on its calibration images.
+    match = parity.check_parity(model, sess, val_x if len(val_y) else calib_x)
     meta = _meta(run_dir, checkpoint, ckpt, recipe, opset, fixed, match, len(eval_y), len(data.test[1]))
     meta.variants["fp32"].accuracy = parity.accuracy(sess, eval_x, eval_y)
     to.embed_metadata(proto, meta.model_dump(mode="json", exclude={"recipe", "variants", "calib"}))
     bundle = write_bundle(
-        out_root, meta, proto.SerializeToString(), eval_x, eval_y, force, calib_x, val=(val_x, val_y)
+        out_root,
+        meta,
+        proto.SerializeToString(),
+        eval_x,
+        eval_y,
+        force,
+        calib_x,
+        val=(val_x, val_y) if len(val_y) else None,
     )
     _report(console, run_dir, bundle, read_bundle(bundle)[0], batchnorms)
     return bundle
@@ -179,9 +187,10 @@ def _report(console, run_dir: Path, bundle: Path, meta: BundleMeta, batchnorms: 
     fp32, p = meta.variants["fp32"], meta.parity
     acc = f"{fp32.accuracy:.2%}" if fp32.accuracy is not None else "n/a"
     batch = "dynamic" if meta.input.shape[0] == "batch" else meta.input.shape[0]
+    compared = "val" if meta.val else "calibration"  # a run without a val split: its calibration images
     console.print(
         f"[bold]{run_dir}[/] → {bundle}: {MODEL_FILE} {fp32.bytes / 1024:.1f} kB, opset "
-        f"{meta.versions.opset}, batch {batch}; parity on {p.images} val images: max "
+        f"{meta.versions.opset}, batch {batch}; parity on {p.images} {compared} images: max "
         f"|Δlogit| {p.max_abs_diff:.2g}, top-1 agreement {p.top1_agreement:.0%}; ONNX accuracy {acc} on "
         f"{meta.eval.images} test images (eval.npz)"
     )

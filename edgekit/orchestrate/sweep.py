@@ -179,9 +179,14 @@ def read(path: Path, rank_on_test: bool = False) -> Sweep:
 def check_trial(sweep: Sweep, trial: Trial) -> None:
     """Load the base recipe with the trial's values, so a bad key or value stops the sweep before it runs."""
     try:
-        load(sweep.recipe_path, trial.overrides())
+        recipe = load(sweep.recipe_path, trial.overrides())
     except EdgekitError as e:
         raise EdgekitError(f"{sweep.path}: trial {trial.name}: {e}") from None
+    if recipe.data.val_fraction == 0 and not sweep.file.metric.name.startswith("test"):
+        raise EdgekitError(
+            f"{sweep.path}: trial {trial.name}: data.val_fraction = 0 leaves no val split for "
+            f"metric.name = {sweep.file.metric.name} to rank on; give the sweep a val split"
+        )
 
 
 def yaml_scalar(value: Any) -> str:

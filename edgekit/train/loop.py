@@ -238,13 +238,15 @@ def restore(s: State, ckpt: dict[str, Any]) -> None:
 
 def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
     """Train until `s.epochs` or early stop; returns why it stopped. Writes last.pt every epoch, best.pt
-    when an epoch scored on val improves on the best (or, under `select: last`, is scored at all)."""
+    when an epoch scored on val improves on the best (or, under `select: last`, is due a score at all:
+    without a val split, `data.val_fraction: 0`, no epoch is scored and the due ones are kept)."""
+    has_val = len(s.val.labels) > 0
     while s.epoch < s.epochs:
         started = time.perf_counter()
         stats = train_epoch(s)
         s.epoch += 1
-        scored = s.epoch % s.val_every == 0 or s.epoch == s.epochs
-        val, value = _score(s) if scored else ({}, None)
+        due = s.epoch % s.val_every == 0 or s.epoch == s.epochs
+        val, value = _score(s) if due and has_val else ({}, None)
         elapsed = time.perf_counter() - started
         tracker.log(
             {
@@ -259,7 +261,7 @@ def fit(s: State, run_dir: Path, tracker: Tracker) -> str:
             }
         )
         improved = value is not None and _judge(s, value)
-        if ddp.is_main() and (improved or (scored and s.select == "last")):
+        if ddp.is_main() and (improved or (due and s.select == "last")):
             save_checkpoint(run_dir / BEST_FILE, checkpoint_payload(s, for_best=True))
         if ddp.is_main():  # every rank holds the same weights; one writes them
             save_checkpoint(run_dir / LAST_FILE, checkpoint_payload(s))

@@ -195,8 +195,7 @@ def _loaders(
         num_classes=len(data.class_names),
         shard=(ddp.rank(), world),
     )
-    val = DeviceLoader(*data.val, batch_size=eval_batch(device), mean=data.mean, std=data.std, device=device)
-    return train, val
+    return train, _unaugmented(data.val, data, device)
 
 
 def _objective(
@@ -207,7 +206,8 @@ def _objective(
     objective = Supervised(recipe.train.label_smoothing)
     if recipe.distill is None:
         return objective
-    objective, meta["distill"] = distillation(recipe.distill, meta, val, device)
+    split, check = ("val", val) if len(val.labels) else ("train", _unaugmented(data.train, data, device))
+    objective, meta["distill"] = distillation(recipe.distill, meta, check, device, split)
     # The teacher in the student's layout: the bank's fill and per-step teaching gain the same speed-up.
     objective.teacher.to(memory_format=layout(recipe.train.channels_last))
     if bank and recipe.distill.precompute == "auto":
@@ -216,6 +216,11 @@ def _objective(
             objective, train, recipe.train.epochs, ddp.world_size(), names
         )
     return objective
+
+
+def _unaugmented(split, data: Prepared, device) -> DeviceLoader:
+    """A split as it is scored, not trained on: no augmentation, no shuffle."""
+    return DeviceLoader(*split, batch_size=eval_batch(device), mean=data.mean, std=data.std, device=device)
 
 
 def _params(registry, section):
@@ -250,8 +255,8 @@ def _announce(state: State, recipe: Recipe, run_dir: Path, console: Console) -> 
     if "distill" in m:
         d = m["distill"]
         console.print(
-            f"distilling with {d['method']} from {', '.join(d['teachers'])}: teacher val accuracy "
-            + ", ".join(f"{a:.2%}" for a in d["teacher_val_acc"])
+            f"distilling with {d['method']} from {', '.join(d['teachers'])}: teacher "
+            f"{d.get('checked_on', 'val')} accuracy " + ", ".join(f"{a:.2%}" for a in d["teacher_val_acc"])
         )
         if d.get("precomputed"):
             bank = d["precomputed"]
@@ -287,7 +292,6 @@ def _train(state: State, recipe: Recipe, run_dir: Path, console: Console, resume
         write_json(Run(run_dir).summary_file, {**summary, "stop": stop})
         tracker.finish(summary)
     kept = f"kept epoch {state.kept_epoch} (train.select: last); " if state.select == "last" else ""
-    console.print(
-        f"{reason}. best {state.monitor} {summary['best_val']:.4f} at epoch {state.best_epoch}; {kept}"
-        f"test accuracy {summary['test_acc']:.2%}; {run_dir}"
-    )
+    best = "no val split" if state.best is None else f"best {state.monitor} {state.best:.4f}"
+    at = "" if state.best is None else f" at epoch {state.best_epoch}"
+    console.print(f"{reason}. {best}{at}; {kept}test accuracy {summary['test_acc']:.2%}; {run_dir}")

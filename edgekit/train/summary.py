@@ -69,7 +69,7 @@ def summarize(state: State, run_dir: Path, test, reason: str, wall_s: float, row
         summary.update(
             test_acc=result["acc"],
             test_loss=result["loss"],
-            val_acc=kept_row["val_acc"] if kept_row else None,
+            val_acc=kept_row.get("val_acc") if kept_row else None,
         )
     return summary
 

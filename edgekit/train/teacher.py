@@ -108,9 +108,10 @@ def accuracy(model: nn.Module, loader) -> float:
 
 
 def distillation(
-    section, student: dict[str, Any], val, device: torch.device
+    section, student: dict[str, Any], val, device: torch.device, split: str = "val"
 ) -> tuple[Distill, dict[str, Any]]:
-    """The recipe's `distill:` as an objective, after checking the teachers on the student's val split.
+    """The recipe's `distill:` as an objective, after checking the teachers on the student's val split
+    (`split` names what `val` holds: a run without a val split checks them on its training images).
 
     A teacher near chance almost always means weights that were not loaded or preprocessing that does not
     match; distilling from it silently trains the student towards noise, so the run stops instead.
@@ -123,7 +124,7 @@ def distillation(
     for t, acc in zip(teachers, each, strict=True):
         if acc < floor:
             raise EdgekitError(
-                f"distill.teacher = '{t.source}': scores {acc:.1%} on the student's val split, below "
+                f"distill.teacher = '{t.source}': scores {acc:.1%} on the student's {split} split, below "
                 f"{floor:.1%} (near chance: wrong weights or preprocessing?); set distill.min_teacher_acc "
                 "to accept it"
             )
@@ -133,7 +134,8 @@ def distillation(
         "method": section.method,
         "params": params.model_dump(mode="json"),
         "teachers": [str(t.source) for t in teachers],
-        "teacher_val_acc": each,
+        "teacher_val_acc": each,  # on `checked_on`: val, or train when the run has no val split
         "ensemble_val_acc": combined,
+        "checked_on": split,
     }
     return Distill(teacher, section.method, params), info

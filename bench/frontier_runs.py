@@ -83,8 +83,9 @@ class Cache:
                 f.write("\n")
             self.done[key] = summary
         s = self.done[key]
+        val = "—" if s["val_acc"] is None else f"{s['val_acc']:.2%}"  # None: no val split
         self.console.print(
-            f"{recipe} {' '.join(overrides)} → val {s['val_acc']:.2%} test {s['test_acc']:.2%}",
+            f"{recipe} {' '.join(overrides)} → val {val} test {s['test_acc']:.2%}",
             markup=False,  # overrides hold brackets (lists), which are rich markup
         )
         return s

@@ -139,7 +139,7 @@ BENCHES = {
         members=7,
         dev=True,
         # With the choices on dev and the last epoch kept, the students' 270 val images chose nothing:
-        # trained on all 1,800 they scored +0.64 dev points [+0.38, +0.91] over 16 pairs at r2k and r10k
+        # trained on all 1,800 they scored +0.59 dev points [+0.36, +0.82] over 20 pairs at r2k and r10k
         # (bench/frontier_choices.md, "Training on the val images too"). The teachers keep their val
         # split: their members are chosen by best-val epoch.
         student_overrides=["data.val_fraction=0"],

@@ -149,21 +149,21 @@ def agreement(result: dict) -> list[str]:
 
     test = centred("test_acc")
     r_dev = np.corrcoef(centred("choice_acc"), test)[0, 1]
-    if any(r["val_acc"] is None for r, _ in runs):
+    opening = (
+        "Choices here read the **dev set** (bench/frontier_dev.py: 5,000 Fashion training images the "
+        "benchmark never trains on)"
+    )
+    within = f"across these {len(test)} runs, within each rung and method, test accuracy correlates"
+    if any(r["val_acc"] is None for r, _ in runs):  # students trained without a val split
         return [
-            f"Choices here read the **dev set** (bench/frontier_dev.py: 5,000 Fashion training images the "
-            "benchmark never trains on). The students train on all 1,800 images (`data.val_fraction=0`: "
-            "no val split, the last epoch kept), so dev is their only held-out set besides test: across "
-            f"these {len(test)} runs, within each rung and method, test accuracy correlates {r_dev:.2f} "
-            "with dev."
+            f"{opening}. The students train on all 1,800 images (`data.val_fraction=0`: no val split, the "
+            "last epoch kept), so dev is their only held-out set besides test: "
+            f"{within} {r_dev:.2f} with dev."
         ]
     r_val = np.corrcoef(centred("val_acc"), test)[0, 1]
     return [
-        f"Choices here read the **dev set** (bench/frontier_dev.py: 5,000 Fashion training images the "
-        f"benchmark never trains on), not each run's 270 val images: across these {len(test)} runs, "
-        f"within each rung and method, test accuracy correlates {r_val:.2f} with val and {r_dev:.2f} "
-        "with dev. Each run's epoch is still its own recipe's choice (its best val, or its last), as a "
-        "user's would be."
+        f"{opening}, not each run's 270 val images: {within} {r_val:.2f} with val and {r_dev:.2f} with dev. "
+        "Each run's epoch is still its own recipe's choice (its best val, or its last), as a user's would be."
     ]
 
 

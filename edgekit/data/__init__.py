@@ -35,6 +35,11 @@ class Prepared:
     fingerprint: str  # identifies the data and the split: same value → same images in each split
     notes: list[str] = field(default_factory=list)  # what the caller should tell the user once
 
+    @property
+    def has_val(self) -> bool:
+        """False for a run trained on every non-test image (`data.val_fraction: 0`)."""
+        return len(self.val[1]) > 0
+
     def per_class(self) -> dict[str, list[int]]:
         """split name → images of each class, for the run's log and summary."""
         k = len(self.class_names)

@@ -73,7 +73,7 @@ def export_run(
     batchnorms = to.op_count(proto, "BatchNormalization")
     sess = parity.session(proto.SerializeToString())
     # Parity needs images, not held-out ones: a run without a val split is compared on its calibration images.
-    match = parity.check_parity(model, sess, val_x if len(val_y) else calib_x)
+    match = parity.check_parity(model, sess, val_x if data.has_val else calib_x)
     meta = _meta(run_dir, checkpoint, ckpt, recipe, opset, fixed, match, len(eval_y), len(data.test[1]))
     meta.variants["fp32"].accuracy = parity.accuracy(sess, eval_x, eval_y)
     to.embed_metadata(proto, meta.model_dump(mode="json", exclude={"recipe", "variants", "calib"}))
@@ -85,7 +85,7 @@ def export_run(
         eval_y,
         force,
         calib_x,
-        val=(val_x, val_y) if len(val_y) else None,
+        val=(val_x, val_y) if data.has_val else None,
     )
     _report(console, run_dir, bundle, read_bundle(bundle)[0], batchnorms)
     return bundle

@@ -176,7 +176,7 @@ def _figures(model: nn.Module, data: Prepared, ckpt: dict[str, Any], shape: tupl
     return {
         "params": count_params(model),
         "macs": count_macs(model, shape),
-        "val_acc": accuracy(model, data.val, ckpt["mean"], ckpt["std"]) if len(data.val[1]) else None,
+        "val_acc": accuracy(model, data.val, ckpt["mean"], ckpt["std"]) if data.has_val else None,
         "test_acc": accuracy(model, data.test, ckpt["mean"], ckpt["std"]),
     }
 

@@ -206,7 +206,7 @@ def _objective(
     objective = Supervised(recipe.train.label_smoothing)
     if recipe.distill is None:
         return objective
-    split, check = ("val", val) if len(val.labels) else ("train", _unaugmented(data.train, data, device))
+    split, check = ("val", val) if data.has_val else ("train", _unaugmented(data.train, data, device))
     objective, meta["distill"] = distillation(recipe.distill, meta, check, device, split)
     # The teacher in the student's layout: the bank's fill and per-step teaching gain the same speed-up.
     objective.teacher.to(memory_format=layout(recipe.train.channels_last))

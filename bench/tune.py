@@ -5,8 +5,8 @@
     python bench/tune.py --bench fashion fashion/r2k fashion/r20k --parallel 1  # → bench/tune_fashion.md
     python bench/tune.py --bench fashion fashion/r2k --seeds 3   # every lr at seeds 0-2, ranked by mean val
 
-For each recipe: the range test's rules (`Finding.rules()`: the suggestion, steepest descent, and min
-loss / 10 printed beside it), then the recipe trained at each rule's lr (a sweep of its own,
+For each recipe: the range test's rules (`Finding.rules()`: the suggestion, min loss / 10, and steepest
+descent printed beside it), then the recipe trained at each rule's lr (a sweep of its own,
 `<recipe>-rules`, so a rule added or moved trains only its own lr) and at each of 12 grid lrs (1e-3 … 1,
 log-spaced) with everything else as shipped (seed 0; `--seeds N`: seeds 0..N-1, ranked by their mean
 val). Each rule is ranked by val accuracy against the 12 grid lrs (test shown, not used): 1 + the grid
@@ -33,6 +33,8 @@ import yaml
 from common import ROOT, cpu
 from frontier_dev import dev_accuracy
 from rich.console import Console
+
+from edgekit.train.lr_find import RULES
 
 METRICS = ("val_acc", "test_acc", "dev_acc")
 GRID = [float(f"{x:.3g}") for x in np.logspace(-3, 0, 12)]
@@ -158,6 +160,7 @@ def main() -> None:
         dev = args.bench == "fashion"
         ranked = [rank_for(r, fixed, args.seeds, args.parallel, work, console, dev) for r in recipes]
     rows, curves = zip(*ranked, strict=True)
+    suggestion, other = RULES
     lines = [
         "# lr-find's suggestion against a trained lr grid",
         "",
@@ -174,7 +177,7 @@ def main() -> None:
         )
         + ". The range test runs 3 times, at the recipe's seed and the next two; each rule takes the median.",
         "",
-        "The suggestion is `steepest`; `min loss / 10` is the rule lr-find prints beside it.",
+        f"The suggestion is `{suggestion}`; `{other}` is the rule lr-find prints beside it.",
         "",
         "| recipe | rule | its lr | its rank by val | by dev | its val | its test | best grid lr | its val "
         "| in the best third (val) |",

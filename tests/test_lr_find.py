@@ -98,15 +98,18 @@ def test_the_suggestion_is_the_median_of_tests_at_successive_seeds():
 
 def test_each_rule_on_a_made_up_curve():
     """A drop centred on lr 1e-2 (a sigmoid in log lr), a slow fall on to the lowest point at lr 1, then a
-    climb: steepest is the drop's centre, min loss / 10 a tenth of 1; the median of equal tests is theirs."""
+    climb: steepest is the drop's centre, min loss / 10 (the suggestion) a tenth of 1; the median of equal
+    tests is theirs."""
     logs = [k / 10 for k in range(-40, 11)]  # log10 lr from -4 to 1, ten points a decade
     lrs = [10**x for x in logs]
     smoothed = [1 / (1 + math.exp(5 * (x + 2))) - 0.05 * x + (x if x > 0 else 0) for x in logs]
     test = RangeTest(lrs=lrs, losses=smoothed, smoothed=smoothed)
     assert test.steepest() == pytest.approx(1e-2)
     assert test.min_loss_tenth() == pytest.approx(1 / 10)
-    rules = Finding([test, test, test]).rules()
-    assert list(rules) == ["steepest", "min loss / 10"]  # the suggestion first
+    found = Finding([test, test, test])
+    assert found.suggestion() == pytest.approx(0.1)  # min loss / 10 (bench/tune_fashion_fresh.md)
+    rules = found.rules()
+    assert list(rules) == ["min loss / 10", "steepest"]  # the suggestion first
     assert rules["steepest"] == pytest.approx(1e-2) and rules["min loss / 10"] == pytest.approx(0.1)
 
 
@@ -134,6 +137,7 @@ def test_lr_auto_runs_the_test_and_writes_the_number_into_the_run(tmp_path):
     lr = yaml.safe_load((run / "recipe.yaml").read_text())["train"]["optimizer"]["lr"]
     summary = json.loads((run / "summary.json").read_text())
     assert isinstance(lr, float) and lr == summary["lr_auto"]["lr"] > 0
+    assert lr == float(f"{summary['lr_auto']['min_loss_tenth']:.3g}")  # the suggestion, rounded
     assert (run / "lr_find.png").is_file() and f"train.optimizer.lr: auto → {lr:g}" in result.output
     again = runner.invoke(app, ["train", "--resume", str(run), "train.epochs=2"])  # reruns on the number
     assert again.exit_code == 0, again.output

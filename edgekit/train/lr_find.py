@@ -4,9 +4,8 @@ From a copy of the recipe's model, optimizer, objective (plain or distillation) 
 the learning rate rises exponentially from `start` to `end` over `steps` steps while the smoothed loss is
 recorded; the test stops once that loss diverges. It never touches a run: the model is thrown away.
 The test is repeated at `repeats` seeds and each rule's median taken: one test's steepest point moved by
-up to a factor of 4.7 from seed to seed (bench/lr_find_spread.md). The suggestion is min loss / 10: on
-three Fashion grids no rule had been read from it ranked better than steepest descent by dev, 3.7
-against 5.3 of 13 (bench/tune_fashion_fresh.md, the test fixed before its runs in docs/train.md).
+up to a factor of 4.7 from seed to seed (bench/lr_find_spread.md). The suggestion is min loss / 10, which
+ranked better than steepest descent on lr grids no rule had been read from (bench/tune_fashion_fresh.md).
 """
 
 from __future__ import annotations

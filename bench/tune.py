@@ -131,41 +131,16 @@ def _trained(
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "recipes", nargs="*", help="default: the benchmark's LeNet, depthwise LeNet and MobileNet"
-    )
-    parser.add_argument("--bench", choices=BENCHES, default="digits")
-    parser.add_argument("--epochs", type=int, help="every trial's epochs (default: each recipe's)")
-    parser.add_argument(
-        "--seeds", type=int, default=1, help="train every lr at seeds 0..N-1 and rank by the mean val"
-    )
-    parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--out", type=Path, help="the report (default: bench/tune.md, bench/tune_<bench>.md)")
-    parser.add_argument(
-        "--work", type=Path, help="the trials' folder, kept: a rerun resumes (default: temporary)"
-    )
-    args = parser.parse_args()
-    out = args.out or ROOT / "bench" / ("tune.md" if args.bench == "digits" else f"tune_{args.bench}.md")
-    out.parent.mkdir(parents=True, exist_ok=True)  # before the trials: a bad --out fails now, not later
-    defaults, fixed = BENCHES[args.bench]
-    recipes = args.recipes or defaults
-    fixed = {**fixed, **({"train.epochs": args.epochs} if args.epochs else {})}
-    console = Console()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        dev = args.bench == "fashion"
-        ranked = [rank_for(r, fixed, args.seeds, args.parallel, work, console, dev) for r in recipes]
+def report(args: argparse.Namespace, ranked: list[tuple[list[str], str]], minutes: float) -> str:
+    """The Markdown report: how it was run, one table row per recipe and rule, each recipe's curves."""
     rows, curves = zip(*ranked, strict=True)
     suggestion, other = RULES
+    dev = args.bench == "fashion"
     lines = [
         "# lr-find's suggestion against a trained lr grid",
         "",
         f"`python bench/tune.py {' '.join(sys.argv[1:])}` — {time.strftime('%Y-%m-%d')}, {cpu()}, "
-        f"{(time.perf_counter() - started) / 60:.0f} min. Grid: {', '.join(f'{x:g}' for x in GRID)}; each lr "
+        f"{minutes:.0f} min. Grid: {', '.join(f'{x:g}' for x in GRID)}; each lr "
         f"trained with {f'{args.epochs} epochs' if args.epochs else 'the recipe’s epochs'}, "
         f"{f'seeds 0–{args.seeds - 1}' if args.seeds > 1 else 'seed 0'}, {args.bench}; ranked by "
         f"{'mean ' if args.seeds > 1 else ''}val accuracy (test shown, not used)"
@@ -187,7 +162,40 @@ def main() -> None:
         *(f"- {c}" for c in curves),
         "",
     ]
-    out.write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "recipes", nargs="*", help="default: the benchmark's LeNet, depthwise LeNet and MobileNet"
+    )
+    parser.add_argument("--bench", choices=BENCHES, default="digits")
+    parser.add_argument("--epochs", type=int, help="every trial's epochs (default: each recipe's)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train every lr at seeds 0..N-1 and rank by the mean val"
+    )
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="the report (default: bench/tune.md, bench/tune_<bench>.md)")
+    parser.add_argument(
+        "--work", type=Path, help="the trials' folder, kept: a rerun resumes (default: temporary)"
+    )
+    args = parser.parse_args()
+    out = args.out or ROOT / "bench" / ("tune.md" if args.bench == "digits" else f"tune_{args.bench}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the trials: a bad --out fails now, not later
+    defaults, fixed = BENCHES[args.bench]
+    fixed = {**fixed, **({"train.epochs": args.epochs} if args.epochs else {})}
+    console = Console()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgekit-tune-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        dev = args.bench == "fashion"
+        ranked = [
+            rank_for(r, fixed, args.seeds, args.parallel, work, console, dev)
+            for r in args.recipes or defaults
+        ]
+    out.write_text(report(args, ranked, (time.perf_counter() - started) / 60))
     console.print(json.dumps({"wrote": str(out)}))
 
 

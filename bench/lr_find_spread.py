@@ -44,9 +44,9 @@ def measure(recipe: str, fixed: dict, seeds: int) -> str:
     cells = [
         f"`{recipe}`",
         spread([t.steepest() for t in singles]),
-        spread([m.steepest() for m in medians]),
+        spread([m.rule("steepest") for m in medians]),
         spread([t.min_loss_tenth() for t in singles]),
-        spread([m.min_loss_tenth() for m in medians]),
+        spread([m.rule("min loss / 10") for m in medians]),
         spread([t.steepest() for t in tests]),
         f"{each:.0f} s",
     ]

@@ -134,7 +134,7 @@ def _trained(
 def report(args: argparse.Namespace, ranked: list[tuple[list[str], str]], minutes: float) -> str:
     """The Markdown report: how it was run, one table row per recipe and rule, each recipe's curves."""
     rows, curves = zip(*ranked, strict=True)
-    suggestion, other = RULES
+    suggestion, other = list(RULES)
     dev = args.bench == "fashion"
     lines = [
         "# lr-find's suggestion against a trained lr grid",

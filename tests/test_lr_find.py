@@ -92,8 +92,8 @@ def test_the_suggestion_is_the_median_of_tests_at_successive_seeds():
     again = range_test(load(RECIPES / "lenet_1k.yaml", ["seed=6"]), RangeParams(steps=40))
     assert again.smoothed == curves[1]  # the second test is the recipe at seed + 1
     each = sorted(t.steepest() for t in found.tests)
-    assert found.steepest() == pytest.approx(each[1])
-    assert found.min_loss_tenth() == pytest.approx(sorted(t.min_loss_tenth() for t in found.tests)[1])
+    assert found.rule("steepest") == pytest.approx(each[1])
+    assert found.rule("min loss / 10") == pytest.approx(sorted(t.min_loss_tenth() for t in found.tests)[1])
 
 
 def test_each_rule_on_a_made_up_curve():
@@ -137,7 +137,7 @@ def test_lr_auto_runs_the_test_and_writes_the_number_into_the_run(tmp_path):
     lr = yaml.safe_load((run / "recipe.yaml").read_text())["train"]["optimizer"]["lr"]
     summary = json.loads((run / "summary.json").read_text())
     assert isinstance(lr, float) and lr == summary["lr_auto"]["lr"] > 0
-    assert lr == float(f"{summary['lr_auto']['min_loss_tenth']:.3g}")  # the suggestion, rounded
+    assert lr == float(f"{summary['lr_auto']['rules']['min loss / 10']:.3g}")  # the suggestion, rounded
     assert (run / "lr_find.png").is_file() and f"train.optimizer.lr: auto → {lr:g}" in result.output
     again = runner.invoke(app, ["train", "--resume", str(run), "train.epochs=2"])  # reruns on the number
     assert again.exit_code == 0, again.output

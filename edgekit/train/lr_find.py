@@ -24,7 +24,6 @@ from edgekit.errors import EdgekitError
 SMOOTHING = 0.98  # exponential moving average of the loss (bias-corrected), as fastai
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times its minimum
 SKIP_START, SKIP_END = 10, 5  # points ignored at either end when looking for the steepest descent
-RULES = ("min loss / 10", "steepest")  # the suggestion first
 
 
 class RangeParams(BaseModel):
@@ -60,8 +59,14 @@ class RangeTest:
         return self.lrs[max(lo, 1) + min(range(len(slopes)), key=slopes.__getitem__)]
 
     def min_loss_tenth(self) -> float:
-        """The lr of the lowest smoothed loss, divided by 10 (fastai's first rule): the suggestion."""
+        """The lr of the lowest smoothed loss, divided by 10 (fastai's first rule)."""
         return self.lrs[min(range(len(self.smoothed)), key=self.smoothed.__getitem__)] / 10
+
+
+# Each rule by the name lr-find prints it under, the suggestion first: min loss / 10 ranked better than
+# steepest descent on lr grids no rule had been read from (bench/tune_fashion_fresh.md).
+RULES = {"min loss / 10": RangeTest.min_loss_tenth, "steepest": RangeTest.steepest}
+SUGGESTION = next(iter(RULES))
 
 
 @dataclass
@@ -70,19 +75,20 @@ class Finding:
 
     tests: list[RangeTest]
 
-    def steepest(self) -> float:
-        return _median(t.steepest() for t in self.tests)
-
-    def min_loss_tenth(self) -> float:
-        """The suggestion: the median of the tests' lowest-loss lrs, each divided by 10."""
-        return _median(t.min_loss_tenth() for t in self.tests)
+    def rule(self, name: str) -> float:
+        """The median over the tests of one rule's lr."""
+        return _median(RULES[name](t) for t in self.tests)
 
     def suggestion(self) -> float:
-        return self.min_loss_tenth()
+        return self.rule(SUGGESTION)
 
     def rules(self) -> dict[str, float]:
         """Each rule's lr by its name, the suggestion first."""
-        return dict(zip(RULES, (self.min_loss_tenth(), self.steepest()), strict=True))
+        return {name: self.rule(name) for name in RULES}
+
+    def others(self) -> str:
+        """The rules beside the suggestion, as lr-find prints them: "steepest: 0.0116"."""
+        return ", ".join(f"{name}: {lr:.3g}" for name, lr in self.rules().items() if name != SUGGESTION)
 
 
 def _median(lrs) -> float:
@@ -207,10 +213,10 @@ def find(recipe, params: RangeParams, out_root: Path, console) -> tuple[Path, Fi
     found = find_lr(recipe, params)
     folder = new_run_dir(out_root, recipe.name)
     write(found, folder)
-    each = ", ".join(f"{t.min_loss_tenth():.3g}" for t in found.tests)
+    each = ", ".join(f"{RULES[SUGGESTION](t):.3g}" for t in found.tests)
     console.print(
-        f"{recipe.name}: suggested lr {found.suggestion():.3g} (the lowest smoothed loss's lr / 10, the "
-        f"median of {len(found.tests)} tests: {each}); steepest descent: {found.steepest():.3g} → {folder}"
+        f"{recipe.name}: suggested lr {found.suggestion():.3g} ({SUGGESTION}, the median of "
+        f"{len(found.tests)} tests: {each}); {found.others()} → {folder}"
     )
     return folder, found
 
@@ -227,14 +233,14 @@ def resolve_auto(recipe, console) -> tuple[Any, dict | None]:
     found = find_lr(recipe, params)
     lr = ddp.from_main(float(f"{found.suggestion():.3g}"))
     console.print(
-        f"train.optimizer.lr: auto → {lr:g} (lr range test: min loss / 10, median of {params.repeats}; "
-        f"steepest descent would give {found.steepest():.3g})"
+        f"train.optimizer.lr: auto → {lr:g} (lr range test: {SUGGESTION}, median of {params.repeats}; "
+        f"the others: {found.others()})"
     )
     record = {
         "lr": lr,
-        "min_loss_tenth": found.min_loss_tenth(),
-        "steepest": found.steepest(),
-        "min_loss_tenth_per_test": [t.min_loss_tenth() for t in found.tests],
+        "rule": SUGGESTION,
+        "rules": found.rules(),
+        "suggestion_per_test": [RULES[SUGGESTION](t) for t in found.tests],
         "range": [params.start, params.end],
         "steps": [len(t.lrs) for t in found.tests],
         "curve": found,
